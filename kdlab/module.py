@@ -1,0 +1,271 @@
+"""DistillationModule: a trainable student, an optional frozen teacher and weighted loss terms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.optim import SGD, Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from kdlab.losses.base import Distiller
+from kdlab.metrics import KDMetrics
+from kdlab.outputs import Batch, Outputs
+from kdlab.teacher import freeze, load_teacher_weights, state_sha256
+
+TEACHER_KEY = "kdlab_teacher"
+_MODULE_ARGS = ("student", "teacher", "distillers", "optimizer", "lr_scheduler")
+
+
+class ConfigurationError(ValueError):
+    """The run is configured in a way that cannot work; raised before training starts."""
+
+
+def sgd(params: Iterable) -> Optimizer:
+    """The CIFAR recipe of the CRD benchmark: SGD, lr 0.05, momentum 0.9, weight decay 5e-4."""
+    return SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+class DistillationModule(LightningModule):
+    """Train ``student`` with cross-entropy plus distillation terms from a frozen ``teacher``.
+
+    The total loss is ``ce_weight * CE(student, y) + Σ distiller.weight * distiller(...)``.
+    Without a teacher this is plain supervised training, which is how teachers and vanilla
+    baselines are trained. The teacher is frozen in one place, here: no gradients, always in
+    eval mode, run under ``torch.inference_mode()``, absent from the optimizer and from
+    checkpoints (which record its source file and sha256 instead, verified on resume).
+
+    Args:
+        student: The network being trained.
+        teacher: The frozen teacher network, or None for supervised training.
+        teacher_weights: Path of the teacher's weights (``.safetensors``, a state dict, or a
+            kdlab/Lightning checkpoint); loaded safely, never by unpickling code.
+        distillers: Distillation terms, each with its own ``weight``.
+        ce_weight: Weight of the cross-entropy term with the ground-truth labels.
+        optimizer: Builds the optimizer over the student's and the distillers' parameters.
+        lr_scheduler: Builds an epoch-wise learning-rate scheduler for that optimizer.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        teacher_weights: str | None = None,
+        distillers: list[Distiller] | None = None,
+        ce_weight: float = 1.0,
+        optimizer: OptimizerCallable = sgd,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self._save_plain_hyperparameters(student, teacher, distillers, optimizer, lr_scheduler)
+        distillers = list(distillers or [])
+        if teacher_weights is not None and teacher is None:
+            raise ConfigurationError(
+                f"teacher_weights='{teacher_weights}' was given without a teacher: set model.teacher "
+                "to the teacher's architecture (class_path and init_args)."
+            )
+        if distillers and teacher is None:
+            raise ConfigurationError(
+                f"distillers {[type(d).__name__ for d in distillers]} need a teacher: set model.teacher, "
+                "or remove the distillers to train without one."
+            )
+        _check_num_classes(student, teacher)
+        self.student = student
+        self.teacher = None if teacher is None else freeze(teacher)
+        self.teacher_source: dict[str, str | None] | None = None
+        if teacher is not None:
+            digest = load_teacher_weights(teacher, teacher_weights) if teacher_weights else state_sha256(teacher)
+            self.teacher_source = {"path": teacher_weights, "sha256": digest}
+        self.distillers = nn.ModuleDict(_unique_names(distillers))
+        self.ce_weight = ce_weight
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.metrics = nn.ModuleDict({"val": KDMetrics(), "test": KDMetrics()})
+        # Filled by forward hooks (kdlab.callbacks.FeatureTaps), by role then module path.
+        self.tapped: dict[str, dict[str, Tensor]] = {"student": {}, "teacher": {}}
+        self._pending_finite_check: tuple[Tensor, list[str], int] | None = None
+        self._teacher_accuracy_pending = True
+
+    # ----------------------------------------------------------------------------- the step
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        batch = Batch(*batch)
+        self._check_finite()  # the previous step's terms, checked one step late to avoid a host sync
+        teacher = self.teacher_outputs(batch)
+        student = self.student_outputs(batch.inputs)
+        terms = self.loss_terms(student, teacher, batch)
+        loss = torch.stack(list(terms.values())).sum()
+        self._pending_finite_check = (torch.stack([t.detach() for t in terms.values()]), list(terms), batch_idx)
+        logged = {f"train/{name}": value.detach() for name, value in terms.items()}
+        self.log_dict(logged | {"train/loss": loss.detach()}, on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    def student_outputs(self, inputs: Tensor) -> Outputs:
+        logits = self.student(inputs)
+        return Outputs(logits, self._take_tapped("student"))
+
+    def teacher_outputs(self, batch: Batch) -> Outputs | None:
+        """The frozen teacher's outputs: eval mode, inference mode, returned as normal tensors."""
+        if self.teacher is None:
+            return None
+        self.teacher.eval()
+        with torch.inference_mode():
+            logits = self.teacher(batch.inputs)
+        # Inference tensors cannot be saved for backward; a clone outside the context can.
+        features = {path: value.clone() for path, value in self._take_tapped("teacher").items()}
+        return Outputs(logits.clone(), features)
+
+    def loss_terms(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        """Each weighted term of the total loss, by name (``ce`` and the distillers' names)."""
+        terms = {"ce": self.ce_weight * F.cross_entropy(student.logits, batch.targets)}
+        for name, distiller in self.distillers.items():
+            terms[name] = distiller.weight * distiller(student, teacher, batch)
+        return terms
+
+    # ----------------------------------------------------------------------------- evaluation
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        teacher_accuracy = self._teacher_accuracy_pending and not self.trainer.sanity_checking
+        self._evaluate(Batch(*batch), "val", teacher_accuracy)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(Batch(*batch), "test", teacher_accuracy=True)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self.student(inputs).softmax(dim=1)
+
+    def _evaluate(self, batch: Batch, stage: str, teacher_accuracy: bool) -> None:
+        teacher = self.teacher_outputs(batch)
+        student_logits = self.student(batch.inputs)
+        self._take_tapped("student")
+        metrics = self.metrics[stage].update(
+            student_logits, batch.targets, None if teacher is None else teacher.logits, teacher_accuracy
+        )
+        size = len(batch.targets)
+        self.log_dict({f"{stage}/{name}": metric for name, metric in metrics.items()}, batch_size=size)
+        loss = F.cross_entropy(student_logits, batch.targets)
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._check_finite()
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._teacher_accuracy_pending = False
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    # ----------------------------------------------------------------------------- optimisation
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that trains: the student's and the distillers', never the teacher's."""
+        return [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("teacher.")]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, ReduceLROnPlateau):
+            config["monitor"] = "val/acc1"
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    # ----------------------------------------------------------------------------- frozen teacher
+    def train(self, mode: bool = True) -> DistillationModule:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_finite()  # never write a checkpoint from a step whose loss was NaN/inf
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("teacher.")}
+        checkpoint[TEACHER_KEY] = self.teacher_source
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _verify_teacher(checkpoint.get(TEACHER_KEY), self.teacher_source)
+        if self.teacher is not None:
+            teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+            checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
+
+    # ----------------------------------------------------------------------------- helpers
+    def _take_tapped(self, role: str) -> dict[str, Tensor]:
+        features, self.tapped[role] = self.tapped[role], {}
+        return features
+
+    def _check_finite(self) -> None:
+        if self._pending_finite_check is None:
+            return
+        values, names, batch_idx = self._pending_finite_check
+        self._pending_finite_check = None
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            bad = ", ".join(f"{n}={v:g}" for n, v, ok in zip(names, values.tolist(), finite.tolist()) if not ok)
+            raise FloatingPointError(
+                f"non-finite loss term(s) {bad} at epoch {self.current_epoch}, batch {batch_idx}. "
+                "Training stopped before the next checkpoint, so the last good checkpoint is kept. "
+                "Lower the learning rate or that term's weight, or check the batch's inputs."
+            )
+
+    def _save_plain_hyperparameters(self, *modules: Any) -> None:
+        # Under LightningCLI the hyper-parameters are the resolved config (plain dicts with
+        # class_path), which makes checkpoints self-describing. Built in Python, the module
+        # arguments are live objects: keep them out so checkpoints stay loadable with
+        # weights_only=True.
+        ignore = [name for name, value in zip(_MODULE_ARGS, modules) if value is not None]
+        try:
+            from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+            if _given_hyperparameters.get() is not None:
+                ignore = []
+        except ImportError:  # older/newer Lightning: keep the safe behaviour
+            pass
+        self.save_hyperparameters(ignore=ignore)
+
+
+def _unique_names(distillers: list[Distiller]) -> dict[str, Distiller]:
+    named: dict[str, Distiller] = {}
+    for distiller in distillers:
+        if not isinstance(distiller, Distiller):
+            raise ConfigurationError(
+                f"distillers must be kdlab.losses.Distiller instances, got {type(distiller).__name__}"
+            )
+        name, suffix = distiller.name, 1
+        while name in named or name == "ce":
+            name, suffix = f"{distiller.name}_{suffix}", suffix + 1
+        named[name] = distiller
+    return named
+
+
+def _check_num_classes(student: nn.Module, teacher: nn.Module | None) -> None:
+    student_classes = getattr(student, "num_classes", None)
+    teacher_classes = getattr(teacher, "num_classes", None)
+    if student_classes is not None and teacher_classes is not None and student_classes != teacher_classes:
+        raise ConfigurationError(
+            f"the teacher predicts {teacher_classes} classes but the student {student_classes}: "
+            "give both the same num_classes (the CLI links it from data.num_classes)."
+        )
+
+
+def _verify_teacher(saved: dict[str, str | None] | None, current: dict[str, str | None] | None) -> None:
+    if saved == current or saved is None and current is None:
+        return
+    if saved is None or current is None:
+        had = "was trained with a teacher" if saved else "was trained without a teacher"
+        raise ConfigurationError(
+            f"the checkpoint {had} but the current configuration "
+            f"{'has none' if current is None else 'has one'}; resume with the same model.teacher."
+        )
+    if saved["sha256"] != current["sha256"]:
+        raise ConfigurationError(
+            f"the teacher changed since the checkpoint was written: it was {saved['path'] or 'built in code'} "
+            f"(sha256 {saved['sha256'][:16]}…), now {current['path'] or 'built in code'} (sha256 "
+            f"{current['sha256'][:16]}…). Restore the original teacher file, or start a new run instead "
+            "of resuming."
+        )

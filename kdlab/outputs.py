@@ -1,0 +1,34 @@
+"""The two small records that flow through a distillation step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from torch import Tensor
+
+
+class Batch(NamedTuple):
+    """What every kdlab DataModule yields: inputs, class targets and sample indices.
+
+    ``indices`` identify each sample in its split, so that memory banks (CRD) and the
+    teacher-output cache can address per-sample state.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    indices: Tensor
+
+
+@dataclass
+class Outputs:
+    """One network's outputs for a batch.
+
+    Args:
+        logits: Class scores, shape ``(batch, classes)``.
+        features: Tapped intermediate tensors by module path (``"layer3"``,
+            ``"layer3.2.relu:input"``); empty unless a distiller asked for them.
+    """
+
+    logits: Tensor
+    features: dict[str, Tensor] = field(default_factory=dict)

@@ -1,0 +1,32 @@
+"""Shared test settings: quiet, offline, small and deterministic."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+
+
+@pytest.fixture
+def trainer_kwargs(tmp_path):
+    """Keyword arguments for a quiet, CPU-only Lightning Trainer writing into tmp_path."""
+    return {
+        "accelerator": "cpu",
+        "devices": 1,
+        "default_root_dir": str(tmp_path),
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "logger": False,
+        "enable_checkpointing": False,
+    }
