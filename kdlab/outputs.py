@@ -12,12 +12,15 @@ class Batch(NamedTuple):
     """What every kdlab DataModule yields: inputs, class targets and sample indices.
 
     ``indices`` identify each sample in its split, so that memory banks (CRD) and the
-    teacher-output cache can address per-sample state.
+    teacher-output cache can address per-sample state. ``views`` is set by DataModules whose
+    training augmentation draws from a finite set of views: the id of the view each sample
+    was given (the teacher-output cache keys on it); None otherwise.
     """
 
     inputs: Tensor
     targets: Tensor
     indices: Tensor
+    views: Tensor | None = None
 
 
 @dataclass
