@@ -126,6 +126,34 @@ class DistillationModule(LightningModule):
             terms[name] = distiller.weight * distiller(student, teacher, batch)
         return terms
 
+    # ----------------------------------------------------------------------------- set-up
+    def setup(self, stage: str) -> None:
+        """Probe both networks once with an example input and check that they fit the data."""
+        example = self.example_input()
+        if example is None:
+            return
+        student, teacher = self.probe(example)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        _check_logits(student.logits, teacher, getattr(datamodule, "num_classes", None))
+
+    def example_input(self, batch_size: int = 2) -> Tensor | None:
+        """Zeros shaped like the datamodule's ``input_shape``, or None if it does not declare one."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        shape = getattr(datamodule, "input_shape", None)
+        return None if shape is None else torch.zeros(batch_size, *shape, device=self.device)
+
+    def probe(self, inputs: Tensor) -> tuple[Outputs, Outputs | None]:
+        """Student and teacher outputs (with tapped features) for ``inputs``, without side effects:
+        eval mode (no BatchNorm statistics update) and no gradients."""
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            with torch.no_grad():
+                batch = Batch(inputs, torch.zeros(0), torch.zeros(0))
+                return self.student_outputs(inputs), self.teacher_outputs(batch)
+        finally:
+            self.student.train(was_training)
+
     # ----------------------------------------------------------------------------- evaluation
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         teacher_accuracy = self._teacher_accuracy_pending and not self.trainer.sanity_checking
@@ -250,6 +278,20 @@ def _check_num_classes(student: nn.Module, teacher: nn.Module | None) -> None:
         raise ConfigurationError(
             f"the teacher predicts {teacher_classes} classes but the student {student_classes}: "
             "give both the same num_classes (the CLI links it from data.num_classes)."
+        )
+
+
+def _check_logits(student_logits: Tensor, teacher: Outputs | None, data_classes: int | None) -> None:
+    produced = student_logits.shape[-1]
+    if teacher is not None and teacher.logits.shape[-1] != produced:
+        raise ConfigurationError(
+            f"the teacher predicts {teacher.logits.shape[-1]} classes but the student {produced}: "
+            "give both the same num_classes (the CLI links it from data.num_classes)."
+        )
+    if data_classes is not None and produced != data_classes:
+        raise ConfigurationError(
+            f"the data has {data_classes} classes but the student predicts {produced}: set the models' "
+            "num_classes to the data's (the CLI links it from data.num_classes)."
         )
 
 
