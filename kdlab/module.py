@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from kdlab.errors import ConfigurationError, NonFiniteLossError
 from kdlab.losses.base import Distiller
 from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
@@ -20,10 +22,6 @@ from kdlab.teacher import freeze, load_teacher_weights, state_sha256
 
 TEACHER_KEY = "kdlab_teacher"
 _MODULE_ARGS = ("student", "teacher", "distillers", "optimizer", "lr_scheduler")
-
-
-class ConfigurationError(ValueError):
-    """The run is configured in a way that cannot work; raised before training starts."""
 
 
 def sgd(params: Iterable) -> Optimizer:
@@ -79,7 +77,9 @@ class DistillationModule(LightningModule):
         self.teacher = None if teacher is None else freeze(teacher)
         self.teacher_source: dict[str, str | None] | None = None
         if teacher is not None:
-            digest = load_teacher_weights(teacher, teacher_weights) if teacher_weights else state_sha256(teacher)
+            digest = (
+                load_teacher_weights(teacher, teacher_weights) if teacher_weights else state_sha256(teacher)
+            )
             self.teacher_source = {"path": teacher_weights, "sha256": digest}
         self.distillers = nn.ModuleDict(_unique_names(distillers))
         self.ce_weight = ce_weight
@@ -99,7 +99,11 @@ class DistillationModule(LightningModule):
         student = self.student_outputs(batch.inputs)
         terms = self.loss_terms(student, teacher, batch)
         loss = torch.stack(list(terms.values())).sum()
-        self._pending_finite_check = (torch.stack([t.detach() for t in terms.values()]), list(terms), batch_idx)
+        self._pending_finite_check = (
+            torch.stack([t.detach() for t in terms.values()]),
+            list(terms),
+            batch_idx,
+        )
         logged = {f"train/{name}": value.detach() for name, value in terms.items()}
         self.log_dict(logged | {"train/loss": loss.detach()}, on_step=False, on_epoch=True, sync_dist=True)
         return loss
@@ -191,7 +195,9 @@ class DistillationModule(LightningModule):
     # ----------------------------------------------------------------------------- optimisation
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter that trains: the student's and the distillers', never the teacher's."""
-        return [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("teacher.")]
+        return [
+            p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("teacher.")
+        ]
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.trainable_parameters())
@@ -204,6 +210,13 @@ class DistillationModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     # ----------------------------------------------------------------------------- frozen teacher
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            # Lightning warns about modules in eval mode at the start of training; the teacher's
+            # are meant to be. Silence exactly that count so a student in eval mode still warns.
+            count = sum(1 for _ in self.teacher.modules())
+            warnings.filterwarnings("ignore", message=rf"Found {count} module\(s\) in eval mode")
+
     def train(self, mode: bool = True) -> DistillationModule:
         super().train(mode)
         if self.teacher is not None:
@@ -234,8 +247,10 @@ class DistillationModule(LightningModule):
         self._pending_finite_check = None
         finite = torch.isfinite(values)
         if not bool(finite.all()):
-            bad = ", ".join(f"{n}={v:g}" for n, v, ok in zip(names, values.tolist(), finite.tolist()) if not ok)
-            raise FloatingPointError(
+            bad = ", ".join(
+                f"{n}={v:g}" for n, v, ok in zip(names, values.tolist(), finite.tolist()) if not ok
+            )
+            raise NonFiniteLossError(
                 f"non-finite loss term(s) {bad} at epoch {self.current_epoch}, batch {batch_idx}. "
                 "Training stopped before the next checkpoint, so the last good checkpoint is kept. "
                 "Lower the learning rate or that term's weight, or check the batch's inputs."
@@ -296,7 +311,7 @@ def _check_logits(student_logits: Tensor, teacher: Outputs | None, data_classes:
 
 
 def _verify_teacher(saved: dict[str, str | None] | None, current: dict[str, str | None] | None) -> None:
-    if saved == current or saved is None and current is None:
+    if saved == current:
         return
     if saved is None or current is None:
         had = "was trained with a teacher" if saved else "was trained without a teacher"
@@ -305,9 +320,9 @@ def _verify_teacher(saved: dict[str, str | None] | None, current: dict[str, str 
             f"{'has none' if current is None else 'has one'}; resume with the same model.teacher."
         )
     if saved["sha256"] != current["sha256"]:
+        was, now = saved["path"] or "built in code", current["path"] or "built in code"
         raise ConfigurationError(
-            f"the teacher changed since the checkpoint was written: it was {saved['path'] or 'built in code'} "
-            f"(sha256 {saved['sha256'][:16]}…), now {current['path'] or 'built in code'} (sha256 "
-            f"{current['sha256'][:16]}…). Restore the original teacher file, or start a new run instead "
-            "of resuming."
+            f"the teacher changed since the checkpoint was written: it was {was} (sha256 "
+            f"{saved['sha256'][:16]}…), now {now} (sha256 {current['sha256'][:16]}…). Restore the "
+            "original teacher file, or start a new run instead of resuming."
         )

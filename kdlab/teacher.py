@@ -15,13 +15,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from kdlab.errors import TeacherLoadError
+
 # Prefixes that training wrappers put in front of parameter names: DataParallel/DDP,
 # torch.compile, a kdlab/Lightning module's ``student`` and generic ``model`` attributes.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "student.", "model.")
-
-
-class TeacherLoadError(RuntimeError):
-    """A teacher weight file is missing, unsafe, corrupt or does not fit the architecture."""
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:

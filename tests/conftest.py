@@ -16,6 +16,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
 
 
 @pytest.fixture

@@ -37,7 +37,9 @@ class Distiller(nn.Module):
         """Short name used in logged keys, e.g. ``train/kd``."""
         return type(self).__name__.lower()
 
-    def build(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
+    def build(
+        self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]
+    ) -> None:
         """Create adapters that depend on tapped shapes (called once before the optimizer exists)."""
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from torch import Tensor, nn
 
 
@@ -50,14 +52,18 @@ class MLP(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 1, image_size: int = 8, num_classes: int = 10, hidden: list[int] | None = None
+        self,
+        in_channels: int = 1,
+        image_size: int = 8,
+        num_classes: int = 10,
+        hidden: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         sizes = [in_channels * image_size**2, *(hidden if hidden is not None else [32])]
         self.flatten = nn.Flatten()
         self.hidden = nn.ModuleList(
-            nn.Sequential(nn.Linear(a, b), nn.ReLU(inplace=True)) for a, b in zip(sizes, sizes[1:])
+            nn.Sequential(nn.Linear(a, b), nn.ReLU(inplace=True)) for a, b in itertools.pairwise(sizes)
         )
         self.fc = nn.Linear(sizes[-1], num_classes)
 

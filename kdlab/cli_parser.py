@@ -1,0 +1,74 @@
+"""The argument parser of ``kdlab``: LightningCLI's, with short errors that suggest fixes."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+import sys
+from typing import Any, NoReturn
+
+from lightning.pytorch.cli import LightningArgumentParser
+
+# Lines of jsonargparse's union-type reports that repeat the whole config or the None branch.
+_NOISE = re.compile(
+    r"^\s*(- Expected a <class 'NoneType'>|Given value( type)?:|Subtypes: \[|"
+    r"Does not validate against any of the Union subtypes|Errors:)"
+)
+_UNKNOWN_OPTION = re.compile(r"Problem with given class_path '([\w.]+)':\s*Option '(\w+)' is not accepted")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
+_NO_ATTRIBUTE = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module_name), name)
+        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    return (
+        f"'{name}': did you mean {' or '.join(repr(c) for c in close)}?" if close else f"'{name}' is unknown."
+    )
+
+
+def explain(message: str, option_strings: list[str]) -> str:
+    """Shorten a jsonargparse error and add 'did you mean' hints for misspelt keys."""
+    lines = [line for line in message.splitlines() if not _NOISE.match(line)]
+    hints = [
+        _suggest(option, _init_parameters(class_path)) + f" (an init argument of {class_path})"
+        for class_path, option in _UNKNOWN_OPTION.findall(message)
+    ]
+    for module_name, name in _NO_ATTRIBUTE.findall(message):
+        try:
+            public = [n for n in dir(importlib.import_module(module_name)) if not n.startswith("_")]
+        except ImportError:
+            public = []
+        hints.append(_suggest(name, public) + f" (in {module_name})")
+    for match in _UNRECOGNIZED.finditer(message):
+        keys = [s.lstrip("-") for s in option_strings if s.startswith("--")]
+        for token in match.group(1).split():
+            if token.startswith("--"):
+                hints.append(_suggest(token.lstrip("-").split("=")[0], keys))
+    if "Problems parsing config" in message:
+        hints.append("the YAML is malformed at the line and column shown; check indentation and brackets.")
+    return "\n".join(lines + [f"hint: {hint}" for hint in hints])
+
+
+class KDLabArgumentParser(LightningArgumentParser):
+    """Reports parse errors in a few lines (no 90-line usage dump) with suggestions for typos."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        parser: Any = getattr(ex, "subcommand_parser", None) or self
+        options = [s for action in parser._actions for s in action.option_strings]
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"{prog}: error: {explain(message, options)}\n")
+        sys.stderr.write(f"(all options: {prog} --help)\n")
+        sys.exit(2)

@@ -1,0 +1,187 @@
+"""The kdlab command: LightningCLI subcommands, linking, checkpoints, resume and bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from kdlab.cli import KDLabCLI, main
+from kdlab.models import MLP, ConvNet
+
+
+def _args(root, *extra, teacher: str | None = None):
+    args = [
+        "--model=kdlab.DistillationModule",
+        "--model.student=kdlab.models.MLP",
+        "--model.student.hidden=[16]",
+        "--data=kdlab.data.DigitsDataModule",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    if teacher:
+        args += [
+            "--model.teacher=kdlab.models.ConvNet",
+            "--model.teacher.width=8",
+            f"--model.teacher_weights={teacher}",
+            "--model.distillers+=kdlab.losses.KD",
+            "--model.ce_weight=0.1",
+        ]
+    return [*args, *extra]
+
+
+@pytest.fixture
+def teacher_file(tmp_path):
+    path = tmp_path / "teacher.safetensors"
+    save_file(ConvNet(width=8).state_dict(), str(path))
+    return path
+
+
+def test_fit_writes_best_and_last_and_resumes_from_last(tmp_path, teacher_file):
+    root = tmp_path / "run"
+    assert main(["fit", *_args(root, teacher=str(teacher_file))]) == 0
+    assert (root / "checkpoints" / "best.ckpt").is_file()
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    metrics = pd.read_csv(root / "logs" / "version_0" / "metrics.csv")
+    assert {"train/ce", "train/kd", "train/loss", "val/acc1", "val/agreement", "val/kl", "val/ece"} <= set(
+        metrics
+    )
+    assert metrics["val/teacher_acc1"].notna().sum() == 1  # logged once per fit
+
+    assert (
+        main(["fit", *_args(root, "--trainer.max_epochs=3", "--ckpt_path=last", teacher=str(teacher_file))])
+        == 0
+    )
+    resumed = pd.read_csv(root / "logs" / "version_1" / "metrics.csv")
+    assert resumed["epoch"].min() == 2, "the resumed run continues at epoch 2 instead of starting over"
+    last = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 9  # 3 epochs of 3 steps, not 2 + 3 from scratch
+
+
+def test_validate_and_test_subcommands_use_a_checkpoint(tmp_path):
+    root = tmp_path / "run"
+    main(["fit", *_args(root)])
+    ckpt = str(root / "checkpoints" / "best.ckpt")
+    assert main(["validate", *_args(root), f"--ckpt_path={ckpt}"]) == 0
+    assert main(["test", *_args(root), f"--ckpt_path={ckpt}"]) == 0
+
+
+def test_num_classes_is_linked_from_data_to_student_and_teacher(tmp_path, teacher_file):
+    cli = KDLabCLI(args=[*_args(tmp_path, teacher=str(teacher_file))], run=False)
+    assert cli.datamodule.num_classes == 10
+    assert cli.model.student.num_classes == 10 and cli.model.teacher.num_classes == 10
+    assert cli.model.student.fc.out_features == 10
+
+
+def test_optimizer_from_yaml_covers_student_and_distillers_only(tmp_path, teacher_file):
+    config = tmp_path / "optim.yaml"
+    config.write_text(
+        "model:\n  init_args:\n    optimizer:\n      class_path: torch.optim.AdamW\n"
+        "      init_args: {lr: 0.003, weight_decay: 0.01}\n"
+        "    lr_scheduler:\n      class_path: torch.optim.lr_scheduler.CosineAnnealingLR\n"
+        "      init_args: {T_max: 5}\n"
+    )
+    cli = KDLabCLI(args=[*_args(tmp_path, teacher=str(teacher_file)), f"--config={config}"], run=False)
+    configured = cli.model.configure_optimizers()
+    optimizer = configured["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["lr"] == 0.003
+    assert isinstance(configured["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in cli.model.student.parameters()}
+
+
+def test_print_config_and_help_document_every_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "kdlab.DistillationModule"])
+    text = capsys.readouterr().out
+    for argument in (
+        "student",
+        "teacher",
+        "teacher_weights",
+        "distillers",
+        "ce_weight",
+        "optimizer",
+        "lr_scheduler",
+    ):
+        assert f"--model.{argument}" in text
+    assert "frozen" in text.lower() or "teacher" in text
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "--model=kdlab.DistillationModule",
+                "--model.student=kdlab.models.MLP",
+                "--data=kdlab.data.DigitsDataModule",
+                "--print_config",
+            ]
+        )
+    assert "class_path: kdlab.models.MLP" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--model.student=kdlab.models.MPL"], "did you mean 'MLP'"),
+        (["--model.ce_weight=abc"], "Expected a <class 'float'>"),
+        (["--trainer.max_epohcs=3"], "did you mean 'trainer.max_epochs'"),
+        (["--model.ce_wieght=0.5"], "ce_weight"),
+    ],
+)
+def test_bad_arguments_give_short_errors_with_hints(tmp_path, capsys, extra, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *_args(tmp_path), *extra])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert expected in error
+    assert len(error.splitlines()) < 15 and "Traceback" not in error
+
+
+def test_malformed_yaml_is_reported_with_its_line(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  class_path: kdlab.DistillationModule\n   init_args: [\n")
+    with pytest.raises(SystemExit):
+        main(["fit", f"--config={config}"])
+    error = capsys.readouterr().err
+    assert "line 3" in error and "malformed" in error
+
+
+def test_missing_teacher_file_is_a_short_error(tmp_path, capsys):
+    assert main(["fit", *_args(tmp_path, teacher=str(tmp_path / "nope.safetensors"))]) == 2
+    error = capsys.readouterr().err
+    assert "no file at" in error and "nope.safetensors" in error and "Traceback" not in error
+
+
+def test_teacher_weights_that_do_not_fit_name_the_keys(tmp_path, capsys):
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(MLP().state_dict(), str(wrong))
+    assert main(["fit", *_args(tmp_path, teacher=str(wrong))]) == 2
+    error = capsys.readouterr().err
+    assert "do not fit ConvNet" in error and "missing" in error and "layer1.0.weight" in error
+    assert "unexpected" in error and "hidden.0.0.weight" in error
+
+
+def test_teacher_and_student_with_different_classes_fail_before_training(trainer_kwargs):
+    from lightning.pytorch import Trainer
+
+    from kdlab import DistillationModule
+    from kdlab.data import DigitsDataModule
+    from kdlab.errors import ConfigurationError
+    from kdlab.losses import KD
+
+    # Models without a num_classes attribute are checked by probing their logits at set-up.
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 7))
+    module = DistillationModule(MLP(), teacher=teacher, distillers=[KD()])
+    trainer = Trainer(max_epochs=1, **trainer_kwargs)
+    with pytest.raises(ConfigurationError, match="teacher predicts 7 classes but the student 10"):
+        trainer.fit(module, DigitsDataModule())
+    assert trainer.global_step == 0
+    with pytest.raises(ConfigurationError, match="the data has 10 classes but the student predicts 7"):
+        Trainer(max_epochs=1, **trainer_kwargs).fit(DistillationModule(teacher), DigitsDataModule())
+    # Models that declare num_classes are checked when the module is built.
+    with pytest.raises(ConfigurationError, match="teacher predicts 10 classes but the student 5"):
+        DistillationModule(MLP(num_classes=5), teacher=ConvNet(num_classes=10))
