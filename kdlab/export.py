@@ -82,10 +82,18 @@ def export(
         _write_safetensors(model, config, output)
         return output
     example = torch.zeros(2, *(input_shape or checkpoint_input_shape(checkpoint)))
-    if format == "torchscript":
-        _write_torchscript(model, example, output)
-    else:
-        _write_onnx(model, example, output, opset)
+    _check_runs(model, example)
+    try:
+        if format == "torchscript":
+            _write_torchscript(model, example, output)
+        else:
+            _write_onnx(model, example, output, opset)
+    except Exception as error:  # an operator the format cannot express, a shape that does not fit
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ExportError(
+            f"{format} export of {config['class_path']} for inputs of shape {tuple(example.shape[1:])} "
+            f"failed: {type(error).__name__}: {detail}. Check --input-shape, or try another --format."
+        ) from error
     return output
 
 
@@ -167,6 +175,17 @@ def checkpoint_input_shape(checkpoint: dict[str, Any]) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as error:
+        raise ExportError(
+            f"the student does not run on inputs of shape {tuple(example.shape[1:])} "
+            f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); pass --input-shape C,H,W"
+        ) from None
+
+
 def _parse_override(text: str | dict) -> dict[str, Any]:
     config = text if isinstance(text, dict) else yaml.safe_load(text)
     if isinstance(config, str):
@@ -199,6 +218,8 @@ def _write_torchscript(model: nn.Module, example: torch.Tensor, output: Path) ->
             scripted = torch.jit.script(model)
     except Exception:  # not scriptable: a trace records the operations run on the example
         scripted = torch.jit.trace(model, example)
+    with torch.no_grad():  # the saved program must compute what the student computes
+        torch.testing.assert_close(scripted(example), model(example))
     scripted.save(str(output))
 
 

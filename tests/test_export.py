@@ -152,3 +152,12 @@ def test_bad_checkpoint_is_explained(tmp_path, capsys):
     path.write_bytes(b"not a checkpoint")
     assert _export("--ckpt", str(path), "--format", "onnx", "--output", str(tmp_path / "s.onnx")) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_wrong_input_shape_is_explained(checkpoint, tmp_path, capsys):
+    args = ["--ckpt", str(checkpoint), "--output", str(tmp_path / "s.out"), "--input-shape", "3,8,8"]
+    assert _export(*args, "--format", "torchscript") == 1
+    assert _export(*args, "--format", "onnx") == 1
+    err = capsys.readouterr().err
+    assert err.count("the student does not run on inputs of shape (3, 8, 8)") == 2
+    assert "expected input[2, 3, 8, 8] to have 1 channels" in err
