@@ -6,10 +6,12 @@ import inspect
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from kdlab.models import cifar
 from kdlab.models.cifar import ZOO
+from kdlab.models.cifar.reference import convert_reference_checkpoint
 
 # Parameter counts at num_classes=100 of the CRD benchmark's models (the table).
 PARAMETERS = {
@@ -110,3 +112,22 @@ def test_vgg_applies_the_fourth_pool_only_at_64x64():
 def test_bad_architecture_arguments_are_explained(family, args, message):
     with pytest.raises(ValueError, match=message):
         family(**args)
+
+
+# The reference's classifier name per family (all other parameter names are the zoo's).
+REFERENCE_CLASSIFIER = {"vgg8": "classifier.", "mobilenetv2": "classifier.0.", "shufflev1": "linear."}
+REFERENCE_CLASSIFIER |= {"shufflev2": "linear.", "resnet50": "linear.", "resnet8x4": "fc."}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_CLASSIFIER))
+def test_converts_reference_checkpoints(name, tmp_path):
+    model = ZOO[name](num_classes=100)
+    prefix = REFERENCE_CLASSIFIER[name]
+    state = {(prefix + k[3:] if k.startswith("fc.") else k): v for k, v in model.state_dict().items()}
+    # What the benchmark's training script saves: the model's state dict among other entries.
+    source = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"epoch": 240, "model": state, "best_acc": torch.tensor(79.4)}, source)
+    target = convert_reference_checkpoint(source, tmp_path / "teacher.safetensors")
+    loaded = load_file(str(target))
+    assert set(loaded) == set(model.state_dict())
+    ZOO[name](num_classes=100).load_state_dict(loaded, strict=True)

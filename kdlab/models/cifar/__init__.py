@@ -5,6 +5,8 @@ a config names it by ``class_path`` (``kdlab.models.cifar.resnet8x4``) and the C
 ``num_classes`` from the data. The names are thin subclasses of the family classes rather than
 factory functions because jsonargparse cannot link arguments into a function's signature.
 Every model has ``num_classes`` and ``feature_points`` (tap alias → module path; docs/taps.md).
+Parameter names are the benchmark's (classifier: ``fc``); ``kdlab.models.cifar.reference``
+converts its published checkpoints.
 """
 
 from kdlab.models.cifar.mobilenetv2 import MobileNetV2, mobilenetv2
