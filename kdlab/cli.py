@@ -21,6 +21,7 @@ from kdlab.errors import find_kdlab_error
 TOOLS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line help)
     "demo": ("kdlab.demo:main", "teacher, vanilla student and KD student on the bundled digits, as a table"),
+    "export": ("kdlab.export:main", "write a checkpoint's student as safetensors, TorchScript or ONNX"),
 }
 
 

@@ -1,3 +1,5 @@
 """Lightning callbacks of kdlab: feature taps, schedules, teacher cache, compression report."""
 
-__all__: list[str] = []
+from kdlab.callbacks.compression import CompressionReport
+
+__all__: list[str] = ["CompressionReport"]
