@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import re
 import warnings
 from pathlib import Path
@@ -15,8 +16,10 @@ from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 from torchvision.io import decode_jpeg
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from kdlab.data import ImageNetDataModule
+from kdlab.data.image_transforms import RandomResizedCropFlip, resize
 from kdlab.data.imagenet_classes import IMAGENET100, IMAGENETTE, PRESETS
 
 CLASSES = ["n0003", "n0001", "n0002"]
@@ -207,6 +210,25 @@ def test_eval_batches_are_resized_and_center_cropped(tree):
         decoded = decode_jpeg(torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8))
         expected = v2.CenterCrop(16)(v2.Resize(32, antialias=True)(decoded))
         assert torch.equal(image, expected)
+
+
+def test_random_resized_crops_fit_the_image_and_follow_the_area_and_ratio_ranges():
+    crop = RandomResizedCropFlip(24)
+    random.seed(0)
+    for _ in range(2000):
+        top, left, h, w = crop.box(300, 200)
+        assert 0 <= top <= 300 - h and 0 <= left <= 200 - w
+        assert 0.08 * 0.95 <= h * w / 60_000 <= 1.0 and 3 / 4 * 0.95 <= w / h <= 4 / 3 * 1.05
+    assert crop.box(10, 100) == (0, 43, 10, 13)  # nothing fits: the central box of ratio 4/3
+    image = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8)
+    expected = TF.resized_crop(image, 5, 9, 30, 41, [24, 24], antialias=True)
+    assert torch.equal(resize(image[:, 5:35, 9:50], 24, 24), expected)
+    assert crop(image).shape == (3, 24, 24)
+    whole = RandomResizedCropFlip(50)
+    whole.box = lambda height, width: (0, 10, 50, 50)
+    outputs = [whole(image) for _ in range(200)]
+    flipped = sum(torch.equal(o, image[:, :, 10:60].flip(-1)) for o in outputs)
+    assert flipped + sum(torch.equal(o, image[:, :, 10:60]) for o in outputs) == 200 and 60 < flipped < 140
 
 
 class _Recorder(LightningModule):

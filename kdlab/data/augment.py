@@ -52,7 +52,7 @@ def normalize(images: Tensor, mean: Stats, std: Stats) -> Tensor:
     """Uint8 images ``(B, C, H, W)`` in [0, 255] to float32 ``(x / 255 - mean) / std``, per channel."""
     mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return (images.float() - mean * 255.0) / (std * 255.0)
+    return images.float().sub_(mean * 255.0).mul_((std * 255.0).reciprocal())
 
 
 def apply_views(images: Tensor, view_ids: Tensor, mean: Stats, std: Stats) -> Tensor:
@@ -75,14 +75,12 @@ def apply_views(images: Tensor, view_ids: Tensor, mean: Stats, std: Stats) -> Te
             f"apply_views expects images (B, C, H, W) and view_ids (B,), got {tuple(images.shape)} "
             f"and {tuple(view_ids.shape)}"
         )
-    b, c, h, w = images.shape
-    device = images.device
-    padded = F.pad(images, (PADDING, PADDING, PADDING, PADDING))
-    offset_y, offset_x, flip = view_parameters(view_ids.to(device))
-    rows = offset_y[:, None] + torch.arange(h, device=device)
-    columns = torch.arange(w, device=device).expand(b, w)
-    columns = torch.where(flip[:, None], w - 1 - columns, columns) + offset_x[:, None]
-    batch = torch.arange(b, device=device)[:, None, None, None]
-    channel = torch.arange(c, device=device)[None, :, None, None]
-    views = padded[batch, channel, rows[:, None, :, None], columns[:, None, None, :]]
-    return normalize(views, mean, std)
+    b, _, h, w = images.shape
+    offset_y, offset_x, flip = view_parameters(view_ids.to(images.device))
+    # One gather does crop and flip: the flipped copies sit behind the originals, and a crop of
+    # the flipped padded image at offset x is the flip of the crop at offset 2 * PADDING - x.
+    both = F.pad(torch.cat([images, images.flip(-1)]), (PADDING, PADDING, PADDING, PADDING))
+    windows = both.unfold(2, h, 1).unfold(3, w, 1)  # (2B, C, OFFSETS, OFFSETS, h, w), a view
+    source = torch.arange(b, device=images.device) + b * flip
+    offset_x = torch.where(flip, 2 * PADDING - offset_x, offset_x)
+    return normalize(windows[source, :, offset_y, offset_x], mean, std)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -10,12 +11,11 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import read_file
-from torchvision.transforms import v2
 
 from kdlab.data.augment import normalize
+from kdlab.data.image_transforms import RandomResizedCropFlip, ResizeCenterCrop
 from kdlab.data.imagenet_classes import resolve_classes
-from kdlab.data.imagenet_files import decode, describe, find_damaged, layout_message, list_split
+from kdlab.data.imagenet_files import decode, describe, find_damaged, layout_message, list_split, read_bytes
 from kdlab.data.sampling import batch_loader
 from kdlab.data.subsets import hold_out, select_per_class
 
@@ -31,7 +31,7 @@ class ImageFileBatches(Dataset):
     is mislabeled) and reported once per process; files screened out in ``setup`` never get here.
     """
 
-    def __init__(self, files: list[str], targets: Tensor, transform: v2.Transform) -> None:
+    def __init__(self, files: list[str], targets: Tensor, transform: Callable[[Tensor], Tensor]) -> None:
         self.files, self.targets, self.transform = files, targets, transform
 
     def __len__(self) -> int:
@@ -53,7 +53,7 @@ class ImageFileBatches(Dataset):
     @staticmethod
     def _load(path: str) -> Tensor | None:
         try:
-            return decode(read_file(path))
+            return decode(read_bytes(path))
         except (RuntimeError, OSError, ValueError) as error:
             if path not in _REPORTED:
                 _REPORTED.add(path)
@@ -200,14 +200,14 @@ class ImageNetDataModule(LightningDataModule):
         return normalize(images, self.mean, self.std), targets, indices
 
 
-def _subset(files: list[str], labels: Tensor, rows: Tensor, transform: v2.Transform) -> ImageFileBatches:
+def _subset(
+    files: list[str], labels: Tensor, rows: Tensor, transform: Callable[[Tensor], Tensor]
+) -> ImageFileBatches:
     return ImageFileBatches([files[r] for r in rows.tolist()], labels[rows], transform)
 
 
-def _transforms(size: int, crop_ratio: float) -> tuple[v2.Transform, v2.Transform]:
-    train = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
-    evaluation = v2.Compose([v2.Resize(round(size / crop_ratio), antialias=True), v2.CenterCrop(size)])
-    return train, evaluation
+def _transforms(size: int, crop_ratio: float) -> tuple[RandomResizedCropFlip, ResizeCenterCrop]:
+    return RandomResizedCropFlip(size), ResizeCenterCrop(size, round(size / crop_ratio))
 
 
 def _check_arguments(

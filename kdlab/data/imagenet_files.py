@@ -53,11 +53,18 @@ def list_split(split_dir: Path, classes: list[str]) -> tuple[list[str], Tensor]:
     return files, torch.tensor(labels, dtype=torch.int64)
 
 
-def decode(data: Tensor) -> Tensor:
-    """Encoded bytes (uint8 tensor) to an RGB uint8 image ``(3, H, W)``; JPEGs via libjpeg-turbo."""
-    if bytes(data[:3].tolist()) == _JPEG_START:
-        return decode_jpeg(data, mode=ImageReadMode.RGB)
-    return decode_image(data, mode=ImageReadMode.RGB)  # a PNG, possibly misnamed .JPEG
+def read_bytes(path: str) -> bytearray:
+    """A file's bytes, writable (so a tensor can view them without a copy)."""
+    with open(path, "rb") as f:
+        return bytearray(f.read())
+
+
+def decode(data: bytearray) -> Tensor:
+    """Encoded image bytes to an RGB uint8 image ``(3, H, W)``; JPEGs via libjpeg-turbo."""
+    encoded = torch.frombuffer(data, dtype=torch.uint8)
+    if data.startswith(_JPEG_START):
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB)
+    return decode_image(encoded, mode=ImageReadMode.RGB)  # a PNG, possibly misnamed .JPEG
 
 
 def damage(path: str) -> str | None:
@@ -83,8 +90,7 @@ def damage(path: str) -> str | None:
 
 def _decode_problem(path: str) -> str | None:
     try:
-        with open(path, "rb") as f:
-            decode(torch.frombuffer(bytearray(f.read()), dtype=torch.uint8))
+        decode(read_bytes(path))
     except (RuntimeError, ValueError) as error:
         return f"truncated or corrupt JPEG ({describe(error)})"
     return None
