@@ -29,6 +29,30 @@ IDENTITY_VIEW = (PADDING * OFFSETS + PADDING) * 2
 Stats = Sequence[float] | Tensor
 
 
+class ChannelStats:
+    """A dataset's per-channel mean and std, kept as tensors on each device that uses them.
+
+    Built once per device: a fresh host-to-device copy every step would stall the stream.
+
+    Args:
+        mean: Per-channel mean, in [0, 1].
+        std: Per-channel standard deviation, in [0, 1].
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._tensors: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(mean, std)`` as float32 tensors on ``device``."""
+        if device not in self._tensors:
+            self._tensors[device] = (
+                torch.tensor(self.mean, device=device),
+                torch.tensor(self.std, device=device),
+            )
+        return self._tensors[device]
+
+
 def draw_views(indices: Tensor, epoch: int, seed: int) -> Tensor:
     """The view id (int64 in ``[0, NUM_VIEWS)``) of each sample in ``epoch`` under ``seed``.
 

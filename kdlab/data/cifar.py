@@ -26,7 +26,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from kdlab.data.augment import IDENTITY_VIEW, apply_views, draw_views, normalize
+from kdlab.data.augment import IDENTITY_VIEW, ChannelStats, apply_views, draw_views, normalize
 from kdlab.data.cifar_files import FORMATS, files_present, missing_files_message, read_label_names, read_split
 from kdlab.data.sampling import batch_loader
 from kdlab.data.subsets import hold_out, select_per_class
@@ -107,7 +107,7 @@ class CIFARDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.label_names: list[str] = []
         self.splits: dict[str, TensorBatches] = {}
-        self._device_stats: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self._stats = ChannelStats(*_STATS[dataset])
 
     @property
     def num_classes(self) -> int:
@@ -199,22 +199,13 @@ class CIFARDataModule(LightningDataModule):
             view_ids = draw_views(indices, epoch, self.seed)
         else:
             view_ids = torch.full_like(indices, IDENTITY_VIEW)
-        mean, std = self._stats(images.device)
+        mean, std = self._stats.on(images.device)
         return apply_views(images, view_ids, mean, std), targets, indices, view_ids
 
     def normalize_batch(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
         """An evaluation batch: uint8 images normalised by the dataset's mean and std."""
         images, targets, indices = batch[:3]
-        return normalize(images, *self._stats(images.device)), targets, indices
-
-    def _stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        # Built once per device: a fresh host-to-device copy every step would stall the stream.
-        if device not in self._device_stats:
-            self._device_stats[device] = (
-                torch.tensor(self.mean, device=device),
-                torch.tensor(self.std, device=device),
-            )
-        return self._device_stats[device]
+        return normalize(images, *self._stats.on(images.device)), targets, indices
 
 
 def _resolve_classes(classes: list[str | int] | None, names: list[str]) -> list[int]:

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from kdlab.data.augment import normalize
+from kdlab.data.augment import ChannelStats, normalize
 from kdlab.data.image_transforms import RandomResizedCropFlip, ResizeCenterCrop
 from kdlab.data.imagenet_classes import resolve_classes
 from kdlab.data.imagenet_files import decode, describe, find_damaged, layout_message, list_split, read_bytes
@@ -118,6 +118,7 @@ class ImageNetDataModule(LightningDataModule):
         self.class_names = resolve_classes(classes, self.root / "train")
         self.input_shape = (3, image_size, image_size)
         self.mean, self.std = tuple(mean), tuple(std)
+        self._stats = ChannelStats(mean, std)
         self.batch_size, self.seed = batch_size, seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skipped_files: dict[str, str] = {}
@@ -197,7 +198,7 @@ class ImageNetDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
         images, targets, indices = batch[:3]
-        return normalize(images, self.mean, self.std), targets, indices
+        return normalize(images, *self._stats.on(images.device)), targets, indices
 
 
 def _subset(
