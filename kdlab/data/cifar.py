@@ -151,14 +151,14 @@ class CIFARDataModule(LightningDataModule):
         relabel = torch.full((len(all_names),), -1, dtype=torch.int64)
         relabel[torch.as_tensor(class_ids)] = torch.arange(len(class_ids))
         test_rows = torch.isin(test_labels, torch.as_tensor(class_ids)).nonzero().flatten()
-        self.splits["test"] = TensorBatches(test_images[test_rows], relabel[test_labels[test_rows]])
+        splits = {"test": TensorBatches(test_images[test_rows], relabel[test_labels[test_rows]])}
+        splits["val"] = splits["test"]
         if hp.val_fraction > 0:
             names = dict(zip(class_ids, self.label_names, strict=True))
             rows, val_rows = hold_out(train_labels, rows, hp.val_fraction, self.seed, names)
-            self.splits["val"] = TensorBatches(train_images[val_rows], relabel[train_labels[val_rows]])
-        else:
-            self.splits["val"] = self.splits["test"]
-        self.splits["train"] = TensorBatches(train_images[rows], relabel[train_labels[rows]])
+            splits["val"] = TensorBatches(train_images[val_rows], relabel[train_labels[val_rows]])
+        splits["train"] = TensorBatches(train_images[rows], relabel[train_labels[rows]])
+        self.splits = splits
 
     # ----------------------------------------------------------------------------- loaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -146,14 +146,14 @@ class ImageNetDataModule(LightningDataModule):
             )
             self._report_skipped()
         train_transform, eval_transform = _transforms(hp.image_size, hp.eval_crop_ratio)
+        splits = {"test": _subset(test_files, test_labels, test_rows, eval_transform)}
+        splits["val"] = splits["test"]
         if hp.val_fraction > 0:
-            rows, val_rows = hold_out(
-                labels, rows, hp.val_fraction, self.seed, dict(enumerate(self.class_names))
-            )
-            self.splits["val"] = _subset(files, labels, val_rows, eval_transform)
-        self.splits["train"] = _subset(files, labels, rows, train_transform)
-        self.splits["test"] = _subset(test_files, test_labels, test_rows, eval_transform)
-        self.splits.setdefault("val", self.splits["test"])
+            names = dict(enumerate(self.class_names))
+            rows, val_rows = hold_out(labels, rows, hp.val_fraction, self.seed, names)
+            splits["val"] = _subset(files, labels, val_rows, eval_transform)
+        splits["train"] = _subset(files, labels, rows, train_transform)
+        self.splits = splits
 
     def _screen(self, files: list[str], labels: Tensor, rows: Tensor) -> Tensor:
         damaged = find_damaged([files[r] for r in rows.tolist()])
