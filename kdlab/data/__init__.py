@@ -1,5 +1,7 @@
 """LightningDataModules yielding ``(inputs, targets, indices)`` batches."""
 
+from kdlab.data.cifar import CIFARDataModule
 from kdlab.data.digits import DigitsDataModule
+from kdlab.data.imagenet import ImageNetDataModule
 
-__all__ = ["DigitsDataModule"]
+__all__ = ["CIFARDataModule", "DigitsDataModule", "ImageNetDataModule"]

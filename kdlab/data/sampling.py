@@ -1,0 +1,122 @@
+"""Whole-batch sampling that shards a split across DDP processes: disjoint, covering, reshuffled.
+
+:class:`ShardedBatchSampler` yields lists of sample positions, one list per batch, for a dataset
+that fetches a whole batch from one ``dataset[positions]`` call (see ``kdlab.data.cifar`` and
+``kdlab.data.imagenet``). It is a ``DistributedSampler`` so that Lightning, which wraps any other
+sampler in its own distributed sampler when ``use_distributed_sampler=True``, leaves it in place;
+it shards by itself (the rank and world size come from the Trainer or ``torch.distributed``).
+
+Unlike ``torch.utils.data.DistributedSampler`` it neither repeats samples to even out the shards
+nor drops any: the shards are disjoint and together cover the split exactly once per epoch, and
+every rank still gets the same number of batches (DDP's collectives require it), by letting each
+rank's last batch absorb its remainder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from kdlab.data.hashing import counter_key
+
+
+def process_group() -> tuple[int, int]:
+    """``(world_size, rank)`` of the initialised default process group, ``(1, 0)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class ShardedBatchSampler(DistributedSampler):
+    """Batches of positions in ``range(size)`` for one rank, reshuffled per (seed, epoch).
+
+    Each epoch the split is permuted by a generator seeded from ``(seed, epoch)`` (when
+    ``shuffle``), rank ``r`` of ``W`` takes positions ``r, r + W, ...`` of that order, and cuts
+    them into ``len(self)`` batches of ``batch_size``; the last batch holds the rest (between 1
+    and ``batch_size + 1`` samples). Call :meth:`set_epoch` before each epoch (Lightning does).
+
+    Args:
+        size: Number of samples in the split.
+        batch_size: Samples per batch on each rank.
+        shuffle: Reshuffle every epoch (training) or keep the split's order (evaluation).
+        seed: Seed of the shuffle.
+        num_replicas: World size; default from ``torch.distributed`` (1 without a process group).
+        rank: This process's rank; default from ``torch.distributed`` (0 without a process group).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        world, this_rank = process_group()
+        num_replicas = world if num_replicas is None else num_replicas
+        rank = this_rank if rank is None else rank
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if size < num_replicas:
+            raise ValueError(
+                f"the split has {size} samples, fewer than the {num_replicas} processes: every process "
+                "needs at least one; use fewer devices or a larger subset"
+            )
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.size = size
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        smallest_shard = self.size // self.num_replicas
+        return -(-smallest_shard // self.batch_size)
+
+    def order(self) -> torch.Tensor:
+        """The permutation of the whole split used this epoch (identical on every rank)."""
+        if not self.shuffle:
+            return torch.arange(self.size)
+        generator = torch.Generator().manual_seed(counter_key(self.seed, self.epoch) >> 1)
+        return torch.randperm(self.size, generator=generator)
+
+    def __iter__(self):  # type: ignore[override]
+        shard = self.order()[self.rank :: self.num_replicas].tolist()
+        count, size = len(self), self.batch_size
+        for start in range(0, (count - 1) * size, size):
+            yield shard[start : start + size]
+        yield shard[(count - 1) * size :]
+
+
+def batch_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    pin_memory: bool,
+    trainer: Any = None,
+) -> DataLoader:
+    """A DataLoader over a batch-indexed ``dataset`` (``dataset[list_of_positions]`` is a batch).
+
+    Args:
+        dataset: Returns a whole batch for a list of positions.
+        batch_size: Samples per batch on each rank.
+        shuffle: Reshuffle each epoch (training) or keep the split's order.
+        seed: Seed of the shuffle.
+        num_workers: DataLoader worker processes (each builds whole batches).
+        pin_memory: Pin batches in page-locked memory for fast host-to-GPU copies.
+        trainer: The Lightning Trainer, whose world size and rank shard the split (default:
+            ``torch.distributed``'s).
+    """
+    world, rank = process_group() if trainer is None else (trainer.world_size, trainer.global_rank)
+    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, seed, num_replicas=world, rank=rank)
+    return DataLoader(
+        dataset,
+        batch_size=None,  # the sampler yields whole batches; the dataset builds each in one call
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
