@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from datagen import write_cifar10
+from .datagen import write_cifar10
 
 from kdlab.data.augment import draw_views
 

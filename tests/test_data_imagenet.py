@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datagen import CIFAR10_NAMES, jpeg_bytes, prepared_cifar10, shared_data, write_image_tree
+from .datagen import CIFAR10_NAMES, jpeg_bytes, prepared_cifar10, shared_data, write_image_tree
 from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 from torchvision.io import decode_jpeg
