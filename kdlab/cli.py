@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from kdlab.cli_parser import KDLabArgumentParser
-from kdlab.errors import find_kdlab_error
+from kdlab.errors import find_user_error
 
 TOOLS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line help)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int | None:
     try:
         KDLabCLI(args=argv)
     except Exception as error:
-        known = find_kdlab_error(error)
+        known = find_user_error(error)
         if known is None or os.environ.get("KDLAB_TRACEBACK"):
             raise
         sys.stderr.write(f"kdlab: error: {known}\n(set KDLAB_TRACEBACK=1 for the full traceback)\n")
