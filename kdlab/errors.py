@@ -31,7 +31,9 @@ def _raised_by_kdlab(error: BaseException) -> bool:
     traceback = error.__traceback__
     while traceback is not None and traceback.tb_next is not None:
         traceback = traceback.tb_next
-    return traceback is not None and os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR)
+    if traceback is None:
+        return False
+    return os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR)
 
 
 def find_user_error(error: BaseException | None) -> BaseException | None:
@@ -43,7 +45,9 @@ def find_user_error(error: BaseException | None) -> BaseException | None:
     """
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, KDLabError) or (isinstance(error, _USER_ERROR_TYPES) and _raised_by_kdlab(error)):
+        if isinstance(error, KDLabError):
+            return error
+        if isinstance(error, _USER_ERROR_TYPES) and _raised_by_kdlab(error):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__

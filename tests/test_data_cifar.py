@@ -13,11 +13,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-from .datagen import CIFAR10_NAMES, prepared_cifar10, shared_data, write_cifar10, write_cifar100
 from lightning.pytorch import LightningModule, Trainer
 
 from kdlab.data import CIFARDataModule, cifar_files
 from kdlab.data.augment import IDENTITY_VIEW, apply_views, draw_views, normalize
+
+from .datagen import CIFAR10_NAMES, prepared_cifar10, shared_data, write_cifar10, write_cifar100
 
 
 def _images(rows: np.ndarray) -> torch.Tensor:

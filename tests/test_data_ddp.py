@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from .datagen import write_cifar10
 
 from kdlab.data.augment import draw_views
+
+from .datagen import write_cifar10
 
 WORKER = Path(__file__).with_name("ddp_data_worker.py")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from .datagen import CIFAR10_NAMES, jpeg_bytes, prepared_cifar10, shared_data, write_image_tree
 from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 from torchvision.io import decode_jpeg
@@ -21,6 +20,8 @@ from torchvision.transforms.v2 import functional as TF
 from kdlab.data import ImageNetDataModule
 from kdlab.data.image_transforms import RandomResizedCropFlip, resize
 from kdlab.data.imagenet_classes import IMAGENET100, IMAGENETTE, PRESETS
+
+from .datagen import CIFAR10_NAMES, jpeg_bytes, prepared_cifar10, shared_data, write_image_tree
 
 CLASSES = ["n0003", "n0001", "n0002"]
 

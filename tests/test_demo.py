@@ -16,7 +16,11 @@ def test_demo_writes_table_csv_json_and_plot(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "student (KD)" in printed and "student (scratch)" in printed and "teacher" in printed
     runs = pd.read_csv(tmp_path / "results.csv")
-    assert sorted(runs["model"].value_counts().items()) == [("student (KD)", 2), ("student (scratch)", 2), ("teacher", 1)]
+    assert sorted(runs["model"].value_counts().items()) == [
+        ("student (KD)", 2),
+        ("student (scratch)", 2),
+        ("teacher", 1),
+    ]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [row["model"] for row in summary] == ["teacher", "student (scratch)", "student (KD)"]
     assert summary[2]["params"] == summary[1]["params"] < summary[0]["params"]
