@@ -60,8 +60,38 @@ def explain(message: str, option_strings: list[str]) -> str:
     return "\n".join(lines + [f"hint: {hint}" for hint in hints])
 
 
+def model_arguments_help(class_path: str = "kdlab.DistillationModule") -> str:
+    """A compact help section for the init arguments of kdlab's model, from its signature and docstring."""
+    from docstring_parser import parse
+
+    module_name, _, name = class_path.rpartition(".")
+    target = getattr(importlib.import_module(module_name), name)
+    docs = {p.arg_name: " ".join((p.description or "").split()) for p in parse(target.__doc__ or "").params}
+    lines = [f"{name} arguments (with --model {class_path}; in YAML under model.init_args):"]
+    for parameter in list(inspect.signature(target).parameters.values()):
+        kind = str(parameter.annotation).replace("'", "")
+        value = parameter.default
+        if value is inspect.Parameter.empty:
+            default = "required"
+        elif callable(value) and hasattr(value, "__qualname__"):
+            default = f"default: {value.__module__}.{value.__qualname__}"
+        else:
+            default = f"default: {value!r}"
+        lines.append(f"  --model.init_args.{parameter.name}  ({kind}; {default})")
+        lines.append(f"      {docs.get(parameter.name, '')}")
+    lines.append(f"Nested class arguments: kdlab fit --model.help {class_path}")
+    return "\n".join(lines) + "\n"
+
+
 class KDLabArgumentParser(LightningArgumentParser):
-    """Reports parse errors in a few lines (no 90-line usage dump) with suggestions for typos."""
+    """Reports parse errors in a few lines (no 90-line usage dump) with suggestions for typos, and
+    lists DistillationModule's arguments in the subcommands' ``--help``."""
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if any("--model" in action.option_strings for action in self._actions):
+            text += "\n" + model_arguments_help()
+        return text
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:

@@ -97,6 +97,14 @@ def test_optimizer_from_yaml_covers_student_and_distillers_only(tmp_path, teache
 
 def test_print_config_and_help_document_every_argument(capsys):
     with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    for argument in ("student", "teacher", "teacher_weights", "distillers"):
+        assert f"--model.init_args.{argument}" in text
+    for argument in ("ce_weight", "optimizer", "lr_scheduler"):
+        assert f"--model.init_args.{argument}" in text
+    assert "The frozen teacher network" in text
+    with pytest.raises(SystemExit):
         main(["fit", "--model.help", "kdlab.DistillationModule"])
     text = capsys.readouterr().out
     for argument in (
