@@ -9,7 +9,7 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _InstantiatorFn
 from lightning.pytorch.loggers import CSVLogger
 
 TOOLS: dict[str, tuple[str, str]] = {
@@ -65,6 +65,16 @@ class KDLabCLI(LightningCLI):
                 apply_on="instantiate",
             )
 
+    def _add_instantiators(self) -> None:
+        # Lightning records the linked data.num_classes in the model's hyper-parameters even
+        # when the link's target is absent (model.teacher is None for teachers and vanilla
+        # baselines), and then fails on it; drop links whose target is not in the config.
+        for key, kind, subclasses in (
+            ("model", self._model_class, self.subclass_mode_model),
+            ("data", self._datamodule_class, self.subclass_mode_data),
+        ):
+            self.parser.add_instantiator(_PresentLinksOnly(cli=self, key=key), kind, subclasses=subclasses)
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self._get(self.config_init, "trainer", default={})
         root = config.get("default_root_dir") or "."
@@ -75,6 +85,21 @@ class KDLabCLI(LightningCLI):
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
                 kwargs["callbacks"] = [*callbacks, BestAndLastCheckpoint(root)]
         return super().instantiate_trainer(**kwargs)
+
+
+class _PresentLinksOnly(_InstantiatorFn):
+    def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
+        self.cli._dump_config()
+        links = {k: v for k, v in applied_instantiation_links.items() if _has_parent(self.cli.config_dump, k)}
+        return super().__call__(class_type, *args, applied_instantiation_links=links, **kwargs)
+
+
+def _has_parent(config: Any, key: str) -> bool:
+    for part in key.split(".")[:-1]:
+        if not isinstance(config, dict) or config.get(part) is None:
+            return False
+        config = config[part]
+    return True
 
 
 def _tool(name: str) -> Callable[[list[str]], int | None]:

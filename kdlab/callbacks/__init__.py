@@ -1,3 +1,6 @@
 """Lightning callbacks of kdlab: feature taps, schedules, teacher cache, compression report."""
 
-__all__: list[str] = []
+from kdlab.callbacks.ctkd import CTKD, LearnableTemperature, reverse_gradient
+from kdlab.callbacks.schedules import LossWeightSchedule, TemperatureSchedule
+
+__all__ = ["CTKD", "LearnableTemperature", "LossWeightSchedule", "TemperatureSchedule", "reverse_gradient"]
