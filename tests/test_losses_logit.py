@@ -77,7 +77,9 @@ def test_kd_standardized_matches_zscored_hinton(shape, temperature, seed):
 def test_standardized_kd_ignores_logit_shift_and_scale():
     s, t = logits((8, 10), 0), logits((8, 10), 1)
     base = kd_loss(s, t, 2.0, standardize=True)
-    torch.testing.assert_close(kd_loss(3 * s + 7, 0.5 * t - 2, 2.0, standardize=True), base, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        kd_loss(3 * s + 7, 0.5 * t - 2, 2.0, standardize=True), base, rtol=1e-4, atol=1e-6
+    )
     assert not torch.allclose(kd_loss(3 * s, t, 2.0), kd_loss(s, t, 2.0))
 
 
@@ -104,7 +106,9 @@ def test_dkd_matches_decoupled_formula(shape, temperature, seed):
         close(dkd_loss(s, t, target, alpha, beta, temperature), expected, temperature)
         # ...and equal to the plain fp32 formula wherever no probability underflows
         plain = dkd_reference(s, t, target, alpha, beta, temperature, dtype=torch.float32)
-        torch.testing.assert_close(dkd_loss(s, t, target, alpha, beta, temperature), plain, rtol=RTOL, atol=1e-6)
+        torch.testing.assert_close(
+            dkd_loss(s, t, target, alpha, beta, temperature), plain, rtol=RTOL, atol=1e-6
+        )
 
 
 def test_dkd_with_alpha_beta_one_is_not_kd_but_sums_its_parts():
@@ -163,7 +167,9 @@ def test_dist_matches_pearson_relations(shape, temperature, seed):
     s, t = logits(shape, seed), logits(shape, seed + 100)
     expected = dist_reference(s, t, 1.0, 1.0, temperature, 0.0)
     close(dist_loss(s, t, 1.0, 1.0, temperature, eps=0.0), expected, temperature)
-    close(dist_loss(s, t, 2.0, 0.5, temperature), dist_reference(s, t, 2.0, 0.5, temperature, 1e-8), temperature)
+    close(
+        dist_loss(s, t, 2.0, 0.5, temperature), dist_reference(s, t, 2.0, 0.5, temperature, 1e-8), temperature
+    )
 
 
 def test_dist_is_zero_for_identical_predictions():
@@ -178,13 +184,15 @@ def mlkd_reference(s, t, temperatures, weights=(1.0, 1.0, 1.0)):
     for temperature in temperatures:
         p_s, p_t = softmax64(s, temperature), softmax64(t, temperature)
         instance = kl_rows(p_t, p_s).mean() * temperature**2
-        batch_gap = sum(
-            (p_t[i] @ p_t[j] - p_s[i] @ p_s[j]) ** 2 for i in range(batch) for j in range(batch)
-        )
+        batch_gap = sum((p_t[i] @ p_t[j] - p_s[i] @ p_s[j]) ** 2 for i in range(batch) for j in range(batch))
         class_gap = sum(
-            (p_t[:, a] @ p_t[:, b] - p_s[:, a] @ p_s[:, b]) ** 2 for a in range(classes) for b in range(classes)
+            (p_t[:, a] @ p_t[:, b] - p_s[:, a] @ p_s[:, b]) ** 2
+            for a in range(classes)
+            for b in range(classes)
         )
-        total = total + weights[0] * instance + weights[1] * batch_gap / batch + weights[2] * class_gap / classes
+        total = (
+            total + weights[0] * instance + weights[1] * batch_gap / batch + weights[2] * class_gap / classes
+        )
     return total
 
 
@@ -210,7 +218,9 @@ def test_modules_call_their_functions_with_their_hyper_parameters():
     assert KD(0.9, 2.0, standardize=True)(student, teacher, batch) == kd_loss(s, t, 2.0, True)
     assert DKD(1.0, 0.5, 6.0, 3.0)(student, teacher, batch) == dkd_loss(s, t, batch.targets, 0.5, 6.0, 3.0)
     assert DIST(2.0, 1.5, 0.5, 4.0)(student, teacher, batch) == dist_loss(s, t, 1.5, 0.5, 4.0)
-    assert MLKD(0.9, [2.0, 4.0], 1.0, 0.5, 0.25)(student, teacher, batch) == mlkd_loss(s, t, [2.0, 4.0], 1.0, 0.5, 0.25)
+    assert MLKD(0.9, [2.0, 4.0], 1.0, 0.5, 0.25)(student, teacher, batch) == mlkd_loss(
+        s, t, [2.0, 4.0], 1.0, 0.5, 0.25
+    )
 
 
 def test_learned_temperature_tensor_flows_through_every_loss():

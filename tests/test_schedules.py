@@ -79,9 +79,18 @@ def test_schedule_shapes():
     assert [schedule_value("linear", 8.0, 2.0, t, 4) for t in (0, 1, 2, 4, 9)] == [8.0, 6.5, 5.0, 2.0, 2.0]
     assert schedule_value("cosine", 8.0, 2.0, 0, 10) == 8.0
     assert schedule_value("cosine", 8.0, 2.0, 5, 10) == pytest.approx(5.0)
-    assert schedule_value("cosine", 8.0, 2.0, 2, 10) == pytest.approx(2 + 6 * (1 + math.cos(0.2 * math.pi)) / 2)
+    assert schedule_value("cosine", 8.0, 2.0, 2, 10) == pytest.approx(
+        2 + 6 * (1 + math.cos(0.2 * math.pi)) / 2
+    )
     assert schedule_value("cosine", 8.0, 2.0, 12, 10) == pytest.approx(2.0)
-    assert [schedule_value("step", 4.0, None, t, 0, [2, 5], 0.5) for t in (0, 1, 2, 4, 5, 9)] == [4, 4, 2, 2, 1, 1]
+    assert [schedule_value("step", 4.0, None, t, 0, [2, 5], 0.5) for t in (0, 1, 2, 4, 5, 9)] == [
+        4,
+        4,
+        2,
+        2,
+        1,
+        1,
+    ]
 
 
 def test_loss_weight_factor_is_the_dkd_warmup():
@@ -124,7 +133,9 @@ def test_schedule_without_start_begins_at_each_distillers_temperature(trainer_kw
     kd, dkd = Recording(temperature=4.0), DKD(temperature=2.0)
     seen = []
     dkd.register_forward_pre_hook(lambda module, args: seen.append(module.temperature))
-    trainer = fit(build(kd, dkd), [TemperatureSchedule(kind="linear", end=1.0, duration=2)], trainer_kwargs, 3)
+    trainer = fit(
+        build(kd, dkd), [TemperatureSchedule(kind="linear", end=1.0, duration=2)], trainer_kwargs, 3
+    )
     assert [t for t, _ in per_epoch(kd.seen)] == [4.0, 2.5, 1.0]
     assert per_epoch(seen) == [2.0, 1.5, 1.0]
     assert {"schedule/kd/temperature", "schedule/dkd/temperature"} <= set(trainer.callback_metrics)
@@ -150,8 +161,14 @@ def test_loss_weight_warmup_in_a_fit(trainer_kwargs):
         (lambda: TemperatureSchedule(kind="step", start=4.0), "needs milestones"),
         (lambda: TemperatureSchedule(kind="step", start=4.0, milestones=[3], gamma=0.0), "gamma must be > 0"),
         (lambda: TemperatureSchedule(kind="constant", start=4.0, end=2.0), "end is only used"),
-        (lambda: TemperatureSchedule(kind="linear", start=4, end=2, interval="batch"), "interval must be one of"),
-        (lambda: TemperatureSchedule(kind="linear", start=4, end=2, duration=0), "duration must be a positive"),
+        (
+            lambda: TemperatureSchedule(kind="linear", start=4, end=2, interval="batch"),
+            "interval must be one of",
+        ),
+        (
+            lambda: TemperatureSchedule(kind="linear", start=4, end=2, duration=0),
+            "duration must be a positive",
+        ),
         (lambda: TemperatureSchedule(kind="constant", start=4.0, distillers=[]), "non-empty list"),
         (lambda: LossWeightSchedule(warmup_epochs=-1), "warmup_epochs must be an integer >= 0"),
         (lambda: LossWeightSchedule(start_factor=-0.5), "start_factor must be a number >= 0"),
@@ -165,9 +182,17 @@ def test_invalid_schedules_fail_at_construction(build_schedule, message):
 @pytest.mark.parametrize(
     ("distillers", "callbacks", "message"),
     [
-        ([KD()], [TemperatureSchedule(start=2.0, distillers=["dkd"])], r"unknown distiller name\(s\) \['dkd'\].*\['kd'\]"),
+        (
+            [KD()],
+            [TemperatureSchedule(start=2.0, distillers=["dkd"])],
+            r"unknown distiller name\(s\) \['dkd'\].*\['kd'\]",
+        ),
         ([MLKD()], [TemperatureSchedule(start=2.0)], r"no distiller has a `temperature`.*\['mlkd'\]"),
-        ([KD(), MLKD()], [TemperatureSchedule(start=2.0, distillers=["mlkd"])], "have no `temperature`.*those that do"),
+        (
+            [KD(), MLKD()],
+            [TemperatureSchedule(start=2.0, distillers=["mlkd"])],
+            "have no `temperature`.*those that do",
+        ),
         ([KD()], [TemperatureSchedule(start=2.0), CTKD()], "TemperatureSchedule and CTKD would both set"),
         ([KD()], [LossWeightSchedule(), LossWeightSchedule(distillers=["kd"])], "both set the `weight`"),
     ],
@@ -206,10 +231,19 @@ def test_schedules_continue_identically_after_resume(trainer_kwargs, tmp_path):
     fit(build(first), [*schedules(), StopAfter(2), checkpoints], kwargs, max_epochs=5)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     states = {key.split("{")[0]: value for key, value in saved["callbacks"].items() if "Schedule" in key}
-    assert states["TemperatureSchedule"]["base"] == {"kd": 4.0} and states["TemperatureSchedule"]["duration"] == 20
+    assert (
+        states["TemperatureSchedule"]["base"] == {"kd": 4.0}
+        and states["TemperatureSchedule"]["duration"] == 20
+    )
     assert states["LossWeightSchedule"]["base"] == {"kd": 0.9}
 
     resumed = Recording()
-    fit(build(resumed, seed=1), schedules(), trainer_kwargs, max_epochs=5, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    fit(
+        build(resumed, seed=1),
+        schedules(),
+        trainer_kwargs,
+        max_epochs=5,
+        ckpt_path=tmp_path / "ckpt" / "last.ckpt",
+    )
     assert len(first.seen) == 8 and len(resumed.seen) == 12
     assert first.seen + resumed.seen == whole.seen
