@@ -197,3 +197,23 @@ def test_ctkd_on_named_distillers_and_conflicts(trainer_kwargs):
     assert isinstance(module.ctkd_kd, LearnableTemperature)
     with pytest.raises(ValueError, match=r"unknown distiller name\(s\) \['dkd'\]"):
         fit(build(), [CTKD(distillers=["dkd"])], trainer_kwargs, max_epochs=1)
+
+
+class SameOnAllRanks(Callback):
+    """Checks, in every DDP worker, that the learned temperature moved and is the same on all ranks."""
+
+    def on_train_end(self, trainer, pl_module):
+        theta = pl_module.ctkd.theta.detach().reshape(1)
+        gathered = pl_module.all_gather(theta)
+        assert gathered.numel() == 2 and torch.equal(gathered[0], gathered[1]), gathered
+        assert abs(theta.item() - 1.0) > 1e-7
+
+
+@pytest.mark.ddp
+def test_learned_temperature_is_synchronised_across_ddp_ranks(trainer_kwargs):
+    # Each rank sees a different shard (DistributedSampler); equal temperatures mean DDP
+    # all-reduced their gradients, i.e. the module attached at setup is part of the DDP model.
+    kwargs = trainer_kwargs | {"devices": 2, "strategy": "ddp_spawn", "max_epochs": 2}
+    kwargs |= {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+    trainer = Trainer(callbacks=[CTKD(lambda_epochs=1), SameOnAllRanks()], **kwargs)
+    trainer.fit(build(), train_dataloaders=loader())

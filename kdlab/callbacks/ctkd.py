@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
@@ -171,28 +172,26 @@ class CTKD(Callback):
         self._remove_hooks()
         for name, distiller in targets.items():
             self._original.setdefault(name, distiller.temperature)
-            self._handles.append(distiller.register_forward_pre_hook(self._make_hook(pl_module, inject=True)))
-            self._handles.append(distiller.register_forward_hook(self._make_hook(pl_module, inject=False)))
+            self._handles.append(distiller.register_forward_pre_hook(partial(self._inject, pl_module)))
+            self._handles.append(distiller.register_forward_hook(self._detach))
 
-    def _make_hook(self, pl_module: LightningModule, inject: bool) -> Any:
-        def pre_hook(distiller: nn.Module, args: Any) -> None:
-            self._last = self.temperature_module(pl_module)(self.lambda_)
-            distiller.temperature = self._last
+    def _inject(self, pl_module: LightningModule, distiller: nn.Module, args: Any) -> None:
+        """Before each distiller call: its temperature becomes the live learned one."""
+        self._last = self.temperature_module(pl_module)(self.lambda_)
+        distiller.temperature = self._last
 
-        def post_hook(distiller: nn.Module, args: Any, output: Any) -> None:
-            # Keep no autograd graph alive between steps; the value stays readable.
-            distiller.temperature = distiller.temperature.detach()
-            self._last = self._last.detach()
-
-        return pre_hook if inject else post_hook
+    def _detach(self, distiller: nn.Module, args: Any, output: Any) -> None:
+        """After the call: keep no autograd graph alive between steps; the value stays readable."""
+        distiller.temperature = distiller.temperature.detach()
+        self._last = self._last.detach()
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.lambda_ = self.curriculum(trainer.current_epoch)
+        pl_module.log("ctkd/lambda", self.lambda_, on_step=False, on_epoch=True, batch_size=1)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        if self._last is not None:
-            pl_module.log("ctkd/temperature", self._last.detach(), on_step=False, on_epoch=True, batch_size=1)
-        pl_module.log("ctkd/lambda", self.lambda_, on_step=False, on_epoch=True, batch_size=1)
+        if self._last is not None:  # a device tensor: accumulated without a host sync
+            pl_module.log("ctkd/temperature", self._last, on_step=False, on_epoch=True, batch_size=1)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._remove_hooks()

@@ -6,12 +6,11 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 
-from kdlab.callbacks.targets import check_exclusive, check_names, resolve_distillers
+from kdlab.callbacks.targets import DistillerSchedule
 
 KINDS = ("constant", "linear", "cosine", "step")
-INTERVALS = ("epoch", "step")
 
 
 def schedule_value(
@@ -39,71 +38,7 @@ def schedule_value(
     return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
 
 
-class _DistillerSchedule(Callback):
-    """Sets ``controls`` (an attribute) on the target distillers before every training batch.
-
-    Subclasses define :meth:`value`. The values set are a function of the epoch or step
-    index, restored by Lightning on resume, so a resumed run continues the same schedule;
-    the state dict keeps the distillers' configured (base) values and the schedule length.
-    """
-
-    controls = ""
-    log_name = ""
-
-    def __init__(self, distillers: list[str] | None, interval: str) -> None:
-        if interval not in INTERVALS:
-            raise ValueError(f"{type(self).__name__}: interval must be one of {INTERVALS}, got {interval!r}")
-        self.distillers = check_names(type(self).__name__, distillers)
-        self.interval = interval
-        self._targets: dict[str, Any] = {}
-        self._base: dict[str, float] = {}
-        self._values: dict[str, float] = {}
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(distillers=self.distillers)
-
-    def target_names(self, pl_module: LightningModule) -> list[str]:
-        return list(resolve_distillers(type(self).__name__, pl_module, self.distillers, self.controls))
-
-    def value(self, name: str, t: int) -> float:
-        raise NotImplementedError
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._targets = resolve_distillers(type(self).__name__, pl_module, self.distillers, self.controls)
-        check_exclusive(self, trainer, pl_module)
-        for name, distiller in self._targets.items():
-            self._base.setdefault(name, float(getattr(distiller, self.controls)))
-
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        t = trainer.current_epoch if self.interval == "epoch" else trainer.global_step
-        for name, distiller in self._targets.items():
-            self._values[name] = self.value(name, t)
-            setattr(distiller, self.controls, self._values[name])
-        by_step = self.interval == "step"
-        for key, value in self.logged(self._values).items():
-            pl_module.log(key, value, on_step=by_step, on_epoch=not by_step, batch_size=1)
-
-    def logged(self, values: dict[str, float]) -> dict[str, float]:
-        """The logged keys: ``schedule/<distiller>/<attribute>`` for each target."""
-        return {f"schedule/{name}/{self.log_name}": value for name, value in values.items()}
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Leave the distillers as configured, so a later fit starts from the same base values.
-        for name, distiller in self._targets.items():
-            setattr(distiller, self.controls, self._base[name])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"base": dict(self._base), "values": dict(self._values)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._base = dict(state_dict["base"])
-        self._values = dict(state_dict["values"])
-
-
-class TemperatureSchedule(_DistillerSchedule):
+class TemperatureSchedule(DistillerSchedule):
     """Schedule the ``temperature`` of distillers: constant, linear, cosine or step.
 
     Example (anneal every temperature from 8 to 2 over the run)::
@@ -187,7 +122,7 @@ class TemperatureSchedule(_DistillerSchedule):
         self._duration = state_dict.get("duration")
 
 
-class LossWeightSchedule(_DistillerSchedule):
+class LossWeightSchedule(DistillerSchedule):
     """Warm up the ``weight`` of distillers linearly over the first epochs.
 
     At epoch ``e`` (counted from 0) the weight is ``w · (start_factor + (end_factor −

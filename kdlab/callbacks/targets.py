@@ -1,11 +1,15 @@
-"""Which distillers a callback acts on, and which callback owns each distiller attribute."""
+"""Callbacks that set distiller attributes: which distillers, which callback owns an attribute,
+and the base class of the schedules."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
+
+INTERVALS = ("epoch", "step")
 
 
 def check_names(owner: str, names: Sequence[str] | None) -> list[str] | None:
@@ -74,3 +78,79 @@ def check_exclusive(owner: Callback, trainer: Trainer, pl_module: LightningModul
                 f"{type(owner).__name__} and {type(other).__name__} would both set the `{owner.controls}` "
                 f"of distiller(s) {clash}. Keep one of them, or give each callback different `distillers`."
             )
+
+
+class DistillerSchedule(Callback):
+    """Sets ``controls`` (an attribute) on the target distillers at each epoch or step start.
+
+    Subclasses define :meth:`value`. The values set are a function of the epoch or step
+    index, restored by Lightning on resume, so a resumed run continues the same schedule;
+    the state dict keeps the distillers' configured (base) values (and subclasses' extras).
+    """
+
+    controls = ""
+    log_name = ""
+
+    def __init__(self, distillers: list[str] | None, interval: str) -> None:
+        if interval not in INTERVALS:
+            raise ValueError(f"{type(self).__name__}: interval must be one of {INTERVALS}, got {interval!r}")
+        self.distillers = check_names(type(self).__name__, distillers)
+        self.interval = interval
+        self._targets: dict[str, Any] = {}
+        self._base: dict[str, float] = {}
+        self._values: dict[str, float] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(distillers=self.distillers)
+
+    def target_names(self, pl_module: LightningModule) -> list[str]:
+        return list(resolve_distillers(type(self).__name__, pl_module, self.distillers, self.controls))
+
+    def value(self, name: str, t: int) -> float:
+        raise NotImplementedError
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._targets = resolve_distillers(type(self).__name__, pl_module, self.distillers, self.controls)
+        check_exclusive(self, trainer, pl_module)
+        for name, distiller in self._targets.items():
+            self._base.setdefault(name, float(getattr(distiller, self.controls)))
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.interval == "epoch":
+            self._apply(trainer.current_epoch)
+            self._log(pl_module, on_step=False)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.interval == "step":
+            self._apply(trainer.global_step)
+            # Logging a float copies it to the device: do it only as often as the logger writes.
+            if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
+                self._log(pl_module, on_step=True)
+
+    def _apply(self, t: int) -> None:
+        for name, distiller in self._targets.items():
+            self._values[name] = self.value(name, t)
+            setattr(distiller, self.controls, self._values[name])
+
+    def _log(self, pl_module: LightningModule, on_step: bool) -> None:
+        for key, value in self.logged(self._values).items():
+            pl_module.log(key, value, on_step=on_step, on_epoch=not on_step, batch_size=1)
+
+    def logged(self, values: dict[str, float]) -> dict[str, float]:
+        """The logged keys: ``schedule/<distiller>/<attribute>`` for each target."""
+        return {f"schedule/{name}/{self.log_name}": value for name, value in values.items()}
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Leave the distillers as configured, so a later fit starts from the same base values.
+        for name, distiller in self._targets.items():
+            setattr(distiller, self.controls, self._base[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base": dict(self._base), "values": dict(self._values)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._base = dict(state_dict["base"])
+        self._values = dict(state_dict["values"])
