@@ -209,6 +209,7 @@ class SameOnAllRanks(Callback):
         assert abs(theta.item() - 1.0) > 1e-7
 
 
+@pytest.mark.slow  # two spawned processes: ~20-35 s on the shared cores; run with -m ddp
 @pytest.mark.ddp
 def test_learned_temperature_is_synchronised_across_ddp_ranks(trainer_kwargs):
     # Each rank sees a different shard (DistributedSampler); equal temperatures mean DDP
