@@ -1,5 +1,14 @@
 """Lightning callbacks of kdlab: feature taps, schedules, teacher cache, compression report."""
 
 from kdlab.callbacks.compression import CompressionReport
+from kdlab.callbacks.ctkd import CTKD, LearnableTemperature, reverse_gradient
+from kdlab.callbacks.schedules import LossWeightSchedule, TemperatureSchedule
 
-__all__: list[str] = ["CompressionReport"]
+__all__ = [
+    "CTKD",
+    "CompressionReport",
+    "LearnableTemperature",
+    "LossWeightSchedule",
+    "TemperatureSchedule",
+    "reverse_gradient",
+]

@@ -1,0 +1,170 @@
+"""The logit-distillation experiment files: digits ones run end to end, CIFAR-100 pair files parse."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib
+import io
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kdlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "experiments" / "digits"
+CIFAR = ROOT / "experiments" / "cifar100"
+FACTORIES = {
+    *(f"resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)),
+    *("resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"),
+    *(f"vgg{d}" for d in (8, 11, 13, 16, 19)),
+    *("mobilenetv2", "shufflev1", "shufflev2", "resnet50"),
+}
+PAIRS = [
+    *("resnet56-resnet20", "resnet110-resnet20", "resnet110-resnet32", "resnet32x4-resnet8x4"),
+    *("wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "vgg13-vgg8"),
+    *("vgg13-mobilenetv2", "resnet50-mobilenetv2", "resnet50-vgg8", "resnet32x4-shufflev1"),
+    *("resnet32x4-shufflev2", "wrn_40_2-shufflev1"),
+]
+DKD_BETA = {"resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0, "vgg13-vgg8": 6.0, "vgg13-mobilenetv2": 6.0}
+DKD_BETA |= {"wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0}
+METHODS = ("kd", "dkd", "dist")
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def short_run(config: Path, root: Path, *extra: str) -> None:
+    limits = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    main(["fit", "-c", str(config), f"--trainer.default_root_dir={root}", *limits, *QUIET, *extra])
+
+
+# ----------------------------------------------------------------------------- digits
+@pytest.fixture(scope="module")
+def digits_teacher(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("teacher")
+    short_run(DIGITS / "teacher.yaml", root)
+    return root / "checkpoints" / "best.ckpt"
+
+
+@pytest.mark.parametrize("method", ["vanilla", "kd", "dkd", "dist", "mlkd", "ctkd"])
+def test_digits_experiment_runs(method, digits_teacher, tmp_path):
+    config = yaml.safe_load((DIGITS / f"{method}.yaml").read_text())
+    init_args = config["model"]["init_args"]
+    extra = []
+    if method != "vanilla":
+        assert init_args["teacher_weights"] == "runs/digits/teacher/checkpoints/best.ckpt"
+        extra = [f"--model.init_args.teacher_weights={digits_teacher}"]
+    assert init_args["student"] == {"class_path": "kdlab.models.MLP", "init_args": {"hidden": [32]}}
+    assert config["trainer"]["default_root_dir"] == f"runs/digits/{method}"
+    short_run(DIGITS / f"{method}.yaml", tmp_path, *extra)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ("ctkd.theta" in checkpoint["state_dict"]) == (method == "ctkd")
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["epoch"] for row in rows} == {"0", "1"} and "val/acc1" in rows[0]
+    assert method == "vanilla" or f"train/{method.replace('ctkd', 'kd')}" in rows[0]
+
+
+def test_digits_teacher_config():
+    config = yaml.safe_load((DIGITS / "teacher.yaml").read_text())
+    assert config["model"]["init_args"]["student"]["class_path"] == "kdlab.models.ConvNet"
+    assert "teacher" not in config["model"]["init_args"]
+    assert config["trainer"]["default_root_dir"] == "runs/digits/teacher"
+
+
+# ----------------------------------------------------------------------------- CIFAR-100 pairs
+def cifar_files() -> list:
+    return [pytest.param(pair, method, id=f"{pair}/{method}") for pair in PAIRS for method in METHODS]
+
+
+def test_every_pair_and_method_has_a_file():
+    found = {(path.parent.name, path.stem) for path in CIFAR.glob("*/*.yaml")}
+    assert found == {(pair, method) for pair in PAIRS for method in METHODS}
+
+
+def build(spec: dict):
+    """Instantiate a ``{class_path, init_args}`` spec (the distillers and callbacks: cheap, and it
+    checks their argument names and values)."""
+    module_name, _, name = spec["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module_name), name)(**spec.get("init_args", {}))
+
+
+@pytest.mark.parametrize(("pair", "method"), cifar_files())
+def test_cifar_pair_file_follows_the_papers_recipe(pair, method):
+    path = CIFAR / pair / f"{method}.yaml"
+    text = path.read_text()
+    assert (
+        text.splitlines()[0]
+        == f"# kdlab fit -c experiments/cifar100/base.yaml -c experiments/cifar100/{pair}/{method}.yaml"
+    )
+    config = yaml.safe_load(text)
+    assert set(config) <= {"model", "trainer"}, "data and the schedule come from base.yaml"
+    args = config["model"]["init_args"]
+    teacher, student = pair.split("-", 1)
+    assert {teacher, student} <= FACTORIES
+    assert args["student"] == {"class_path": f"kdlab.models.cifar.{student}"}
+    assert args["teacher"] == {"class_path": f"kdlab.models.cifar.{teacher}"}
+    assert args["teacher_weights"] == f"teachers/cifar100/{teacher}.safetensors"
+    if student in ("mobilenetv2", "shufflev1", "shufflev2"):
+        assert args["optimizer"]["init_args"] == {"lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4}
+    else:
+        assert "optimizer" not in args
+    (distiller,) = [build(spec) for spec in args["distillers"]]
+    callbacks = [build(spec) for spec in config["trainer"].get("callbacks", [])]
+    assert config["trainer"]["default_root_dir"] == f"runs/cifar100/{pair}/{method}"
+    if method == "kd":
+        assert (args["ce_weight"], distiller.weight, distiller.temperature) == (0.1, 0.9, 4.0)
+        assert callbacks == []
+    elif method == "dkd":
+        beta = DKD_BETA.get(pair, 8.0)
+        assert (args["ce_weight"], distiller.weight, distiller.alpha, distiller.beta) == (1.0, 1.0, 1.0, beta)
+        assert distiller.temperature == 4.0
+        assert [(type(c).__name__, c.warmup_epochs) for c in callbacks] == [("LossWeightSchedule", 20)]
+    else:
+        assert (args["ce_weight"], distiller.weight, distiller.beta, distiller.gamma) == (1.0, 2.0, 1.0, 1.0)
+        assert distiller.temperature == 4.0 and callbacks == []
+
+
+def _cifar_stack_missing() -> str | None:
+    try:
+        importlib.import_module("kdlab.models.cifar")
+        from kdlab.data import CIFARDataModule  # noqa: F401
+    except ImportError as error:
+        return f"the CIFAR model zoo or CIFARDataModule is not available yet ({error})"
+    return None
+
+
+@pytest.mark.skipif(_cifar_stack_missing() is not None, reason=str(_cifar_stack_missing()))
+@pytest.mark.parametrize(("pair", "method"), cifar_files())
+def test_cifar_pair_file_parses_with_the_cli(pair, method):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exited:
+        main(
+            [
+                "fit",
+                "-c",
+                str(CIFAR / "base.yaml"),
+                "-c",
+                str(CIFAR / pair / f"{method}.yaml"),
+                "--print_config",
+            ]
+        )
+    assert exited.value.code in (0, None)
+    config = yaml.safe_load(printed.getvalue())
+    args = config["model"]["init_args"]
+    assert args["lr_scheduler"]["init_args"]["milestones"] == [150, 180, 210]
+    assert args["optimizer"]["init_args"]["lr"] == (
+        0.01 if "mobilenet" in pair or "shuffle" in pair else 0.05
+    )
+    assert config["trainer"]["max_epochs"] == 240 and config["data"]["init_args"]["batch_size"] == 64
+    assert args["distillers"][0]["class_path"] == f"kdlab.losses.{method.upper()}"
