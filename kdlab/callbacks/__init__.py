@@ -1,3 +1,5 @@
 """Lightning callbacks of kdlab: feature taps, schedules, teacher cache, compression report."""
 
-__all__: list[str] = []
+from kdlab.callbacks.feature_taps import FeatureTaps, TapError, resolve_tap
+
+__all__ = ["FeatureTaps", "TapError", "resolve_tap"]
