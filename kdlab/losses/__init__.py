@@ -1,6 +1,47 @@
 """Distillation losses: pure functions in the style of ``torch.nn.functional`` and module shells."""
 
-from kdlab.losses.base import Distiller
+from kdlab.losses.at import AT, at_loss, attention_map
+from kdlab.losses.base import BuildContext, Distiller, IncompatibleShapesError
+from kdlab.losses.cc import CC, cc_loss
+from kdlab.losses.crd import CRD, contrast_scores, crd_loss, nce_loss
+from kdlab.losses.fitnet import FitNet, fitnet_loss
 from kdlab.losses.kd import KD, kd_loss
+from kdlab.losses.kdsvd import KDSVD, kdsvd_loss
+from kdlab.losses.nst import NST, nst_loss
+from kdlab.losses.pkt import PKT, pkt_loss
+from kdlab.losses.rkd import RKD, pairwise_distances, rkd_loss
+from kdlab.losses.sp import SP, similarity_matrix, sp_loss
+from kdlab.losses.vid import VID, vid_loss
 
-__all__ = ["KD", "Distiller", "kd_loss"]
+__all__ = [
+    "AT",
+    "CC",
+    "CRD",
+    "KD",
+    "KDSVD",
+    "NST",
+    "PKT",
+    "RKD",
+    "SP",
+    "VID",
+    "BuildContext",
+    "Distiller",
+    "FitNet",
+    "IncompatibleShapesError",
+    "at_loss",
+    "attention_map",
+    "cc_loss",
+    "contrast_scores",
+    "crd_loss",
+    "fitnet_loss",
+    "kd_loss",
+    "kdsvd_loss",
+    "nce_loss",
+    "nst_loss",
+    "pairwise_distances",
+    "pkt_loss",
+    "rkd_loss",
+    "similarity_matrix",
+    "sp_loss",
+    "vid_loss",
+]
