@@ -71,7 +71,8 @@ def test_crd_negatives_avoid_the_positive_and_known_samples_of_its_class():
     negatives = crd._negatives(indices, targets)
     assert negatives.shape == (3, 200)
     assert not (negatives == indices[:, None]).any()
-    assert not (crd.memory_labels[negatives] == targets[:, None]).any()
+    # 3 of the 11 other samples share each anchor's class; five redraws leave about (3/11)^6 of them.
+    assert (crd.memory_labels[negatives] == targets[:, None]).float().mean() < 0.01
     assert len(negatives.unique()) == 12  # every other-class sample gets drawn
 
 
@@ -122,9 +123,9 @@ def test_methods_that_need_equal_shapes_say_so_naming_layers_and_shapes(trainer_
     assert "KDSVD" in message and "channels must be equal" in message
     assert "student 'stage1' (2, 12, 4, 4) vs teacher 'stage1' (2, 8, 8, 8)" in message
 
-    fitnet = FitNet(student_taps=["stage3"], teacher_taps=["stage1"])  # 1×1 student vs 8×8 teacher
+    fitnet = FitNet(student_taps=["stage3"], teacher_taps=["stage1"])  # 2×2 student vs 8×8 teacher
     module = DistillationModule(StridedConvNet(), ConvNet(width=8), distillers=[fitnet])
-    with pytest.raises(IncompatibleShapesError, match=r"FitNet: no regressor maps a 1×1 student map"):
+    with pytest.raises(IncompatibleShapesError, match=r"FitNet: no regressor maps a 2×2 student map"):
         _trainer(trainer_kwargs).fit(module, DigitsDataModule(batch_size=16))
 
 

@@ -12,14 +12,21 @@ import pytest
 import torch
 
 from kdlab.losses import (
+    ab_loss,
     at_loss,
+    bn_margin,
     cc_loss,
     contrast_scores,
     crd_loss,
     fitnet_loss,
+    fsp_loss,
+    fsp_matrix,
+    ft_loss,
+    hcl_loss,
     kdsvd_loss,
     nce_loss,
     nst_loss,
+    ofd_loss,
     pkt_loss,
     rkd_loss,
     sp_loss,
@@ -227,3 +234,104 @@ def test_nce_and_crd_loss(batch, negatives, dim):
     expected = nce(v_s, rows_t, z_s) + nce(v_t, rows_s, z_t)
     _close(crd_loss(v_s, v_t, rows_s, rows_t, (z_s, z_t), count, temperature), expected)
     _close(nce_loss(contrast_scores(v_s, rows_t, temperature) / z_s, count), nce(v_s, rows_t, z_s))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (3, 2, 2, 5)])
+@pytest.mark.parametrize("margin", [1.0, 0.5])
+def test_ab_loss(shape, margin):
+    s, t = _randn(*shape, seed=50), _randn(*shape, seed=51)
+    total = 0.0
+    for x, y in zip(s.flatten().tolist(), t.flatten().tolist(), strict=True):
+        if y > 0 and x <= margin:
+            total += (x - margin) ** 2
+        elif y <= 0 and x > -margin:
+            total += (x + margin) ** 2
+    _close(ab_loss(s, t, margin), total / shape[0])
+
+
+@pytest.mark.parametrize(("s_shape", "t_shape"), SHAPES)
+@pytest.mark.parametrize(("p1", "p2"), [(2.0, 1.0), (2.0, 2.0), (1.0, 1.0)])
+def test_ft_loss(s_shape, t_shape, p1, p2):
+    f_s, f_t = _randn(*s_shape, seed=52), _randn(*t_shape, seed=53)
+    a, b = _matched(f_s, f_t)
+    total = 0.0
+    for i in range(a.shape[0]):
+        m_s = (a[i].abs() ** p1).mean(dim=0).flatten()
+        m_t = (b[i].abs() ** p1).mean(dim=0).flatten()
+        total += float(((m_s / m_s.norm() - m_t / m_t.norm()).abs() ** p2).sum())
+    _close(ft_loss(f_s, f_t, p1, p2), total / (a.shape[0] * a.shape[2] * a.shape[3]))
+
+
+def _fsp_reference(bottom, top):
+    bottom, top = _matched(bottom, top)
+    n, c_b, h, w = bottom.shape
+    out = torch.zeros(n, top.shape[1], c_b, dtype=torch.float64)
+    for i in range(n):
+        for u in range(top.shape[1]):
+            for v in range(c_b):
+                out[i, u, v] = (top[i, u] * bottom[i, v]).sum() / (h * w)
+    return out
+
+
+@pytest.mark.parametrize("sizes", [(8, 8, 4), (4, 8, 8)])
+def test_fsp_matrix_and_loss(sizes):
+    channels = (3, 4, 2)
+    s_maps = [_randn(2, c, h, h, seed=60 + i) for i, (c, h) in enumerate(zip(channels, sizes, strict=True))]
+    t_maps = [_randn(2, c, h, h, seed=70 + i) for i, (c, h) in enumerate(zip(channels, sizes, strict=True))]
+    _close(fsp_matrix(s_maps[0], s_maps[1]), _fsp_reference(s_maps[0], s_maps[1]))
+    expected = sum(
+        float(
+            (
+                (_fsp_reference(s_maps[k], s_maps[k + 1]) - _fsp_reference(t_maps[k], t_maps[k + 1])) ** 2
+            ).mean()
+        )
+        for k in range(2)
+    )
+    _close(fsp_loss(s_maps, t_maps), expected)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (3, 5, 2, 2)])
+def test_ofd_loss(shape):
+    s, t = _randn(*shape, seed=80), _randn(*shape, seed=81)
+    margin = -_randn(shape[1], seed=82).abs()
+    total = 0.0
+    for i in range(shape[0]):
+        for c in range(shape[1]):
+            m = float(margin[c])
+            for x, y in zip(s[i, c].flatten().tolist(), t[i, c].flatten().tolist(), strict=True):
+                if y > 0:  # the teacher's neuron is on: plain L2
+                    total += (x - y) ** 2
+                elif y > m:  # off, above the margin: only a student above the teacher costs
+                    total += (x - y) ** 2 if x > y else 0.0
+                else:  # far below zero: the margin replaces the teacher value
+                    total += (x - m) ** 2 if x > m else 0.0
+    _close(ofd_loss(s, t, margin.view(1, -1, 1, 1)), total / shape[0])
+
+
+def test_bn_margin():
+    weight = torch.tensor([1.0, 0.5, 2.0, 0.1, 1.0, -1.5], dtype=torch.float64)
+    bias = torch.tensor([0.0, 0.3, -1.0, 1.0, 4.0, 0.2], dtype=torch.float64)
+    expected = []
+    for w, b in zip(weight.tolist(), bias.tolist(), strict=True):
+        s = abs(w)
+        below = 0.5 * (1 + math.erf((-b / s) / math.sqrt(2)))  # P(x < 0) for x ~ N(b, s²)
+        density = math.exp(-((b / s) ** 2) / 2) / math.sqrt(2 * math.pi)
+        expected.append(b - s * density / below if below > 0.001 else -3 * s)
+    _close(bn_margin(weight, bias), expected)
+    assert (bn_margin(weight, bias) < 0).all()
+
+
+@pytest.mark.parametrize("sizes", [(8, 4, 1), (2, 16)])
+def test_hcl_loss(sizes):
+    s_maps = [_randn(2, 3, h, h, seed=90 + i) for i, h in enumerate(sizes)]
+    t_maps = [_randn(2, 3, h, h, seed=95 + i) for i, h in enumerate(sizes)]
+    expected = 0.0
+    for f_s, f_t in zip(s_maps, t_maps, strict=True):
+        h = f_s.shape[2]
+        terms = [(1.0, float(((f_s - f_t) ** 2).mean()))]
+        for size in (4, 2, 1):
+            if size < h:  # each pooled level weighs half the previous one
+                pooled = _pool_by_blocks(f_s, size) - _pool_by_blocks(f_t, size)
+                terms.append((terms[-1][0] / 2, float((pooled**2).mean())))
+        expected += sum(w * v for w, v in terms) / sum(w for w, _ in terms)
+    _close(hcl_loss(s_maps, t_maps), expected)

@@ -69,9 +69,10 @@ class CRD(Distiller):
     ``batch.indices``, updated with momentum after every step and saved in checkpoints. As
     in RepDistiller's default (``mode='exact'``) the positive is the sample itself and the
     K negatives are drawn uniformly among samples of other classes: labels are remembered
-    per index as samples are seen, so during the first epoch unseen samples may be drawn
-    too. Under DDP, embeddings are all-gathered before the banks are updated so that every
-    process keeps identical banks.
+    per index as samples are seen (during the first epoch unseen samples may be drawn too),
+    and same-class draws are redrawn five times (with C balanced classes about C⁻⁶ remain).
+    Under DDP, embeddings are all-gathered before the banks are updated so that every process
+    keeps identical banks.
 
     Args:
         weight: Multiplier of the loss (0.8 in the CRD table).

@@ -48,10 +48,11 @@ class ConvNet(nn.Module):
 
 
 class StridedConvNet(nn.Module):
-    """A three-stage CNN student that halves the resolution at every stage.
+    """A three-stage CNN student with strided convolutions in its first and last stage.
 
-    On 8×8 digits its stages are 4×4, 2×2 and 1×1, so paired with :class:`ConvNet` (8×8, 4×4,
-    4×4) both channels and spatial sizes differ: a small cross-architecture pair.
+    On 8×8 digits its stages are 4×4, 4×4 and 2×2, so paired with :class:`ConvNet` (8×8, 4×4,
+    4×4; pre-activations 8×8, 8×8, 4×4) channels and spatial sizes differ, by the factors of
+    2 typical of cross-architecture CIFAR pairs.
 
     Tap aliases (``feature_points``): ``stage1..3`` (``layer1..3``), ``stageK_preact``
     (``layerK.2:input``), ``embedding`` (``pool``), ``logits`` (``fc``).
@@ -66,7 +67,7 @@ class StridedConvNet(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.layer1 = _conv_block(in_channels, width, stride=2)
-        self.layer2 = _conv_block(width, 2 * width, stride=2)
+        self.layer2 = _conv_block(width, 2 * width)
         self.layer3 = _conv_block(2 * width, 4 * width, stride=2)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(4 * width, num_classes)
