@@ -6,10 +6,12 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch import nn
 
 from kdlab import DistillationModule
 from kdlab.data import DigitsDataModule
-from kdlab.losses import CRD, KDSVD, VID, BuildContext, FitNet, IncompatibleShapesError
+from kdlab.losses import CRD, KDSVD, OFD, VID, BuildContext, FitNet, IncompatibleShapesError, bn_margin
+from kdlab.losses.ofd import bn_feeding
 from kdlab.models import ConvNet
 from kdlab.models.small import StridedConvNet
 from kdlab.outputs import Batch, Outputs
@@ -134,3 +136,50 @@ def test_mismatched_tap_lists_are_rejected_when_configured():
         VID(student_taps=["stage1", "stage2"], teacher_taps=["stage1"])
     with pytest.raises(ValueError, match="list of layer names"):
         VID(student_taps="stage1")
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.relu1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.downsample = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+        self.relu = nn.ReLU()
+
+
+class _Vgg(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block0 = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)
+        )
+        self.relu0 = nn.ReLU()
+        self.layer = _Residual()
+
+
+def test_ofd_finds_the_batchnorm_before_each_pre_activation():
+    model = _Vgg()
+    assert bn_feeding(model, "layer.relu:input") is model.layer.bn2  # not the shortcut's
+    assert bn_feeding(model, "layer.relu1:input") is model.layer.bn1
+    assert bn_feeding(model, "relu0:input") is model.block0[4]  # inside the preceding block
+    assert bn_feeding(model, "layer.bn2") is model.layer.bn2
+    with pytest.raises(ValueError, match="no BatchNorm feeds the teacher tap 'block0'"):
+        bn_feeding(model, "block0")
+
+
+def test_ofd_margins_are_buffers_from_the_teacher_batchnorms(trainer_kwargs):
+    teacher = ConvNet(width=8)
+    with torch.no_grad():
+        teacher.layer1[1].weight.uniform_(0.5, 2.0)
+        teacher.layer1[1].bias.uniform_(-1.0, 1.0)
+    module = DistillationModule(ConvNet(width=4), teacher, distillers=[OFD()])
+    _trainer(trainer_kwargs).fit(module, DigitsDataModule(batch_size=16))
+    expected = bn_margin(teacher.layer1[1].weight, teacher.layer1[1].bias).view(1, -1, 1, 1)
+    assert torch.equal(module.distillers["ofd"].margin0, expected)
+    assert "distillers.ofd.margin2" in module.state_dict()
+    with pytest.raises(ValueError, match="comes from layer3, which is Sequential"):
+        OFD(teacher_bns=["layer1.1", "layer2.0.1", "layer3"]).build(
+            {f"stage{k}_preact": torch.Size([2, 4, 8, 8]) for k in (1, 2, 3)},
+            {f"stage{k}_preact": torch.Size([2, c, 8, 8]) for k, c in ((1, 8), (2, 16), (3, 32))},
+            BuildContext(ConvNet(width=4), teacher),
+        )

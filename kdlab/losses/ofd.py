@@ -56,9 +56,10 @@ def _connector(student_channels: int, teacher_channels: int) -> nn.Sequential:
 def bn_feeding(teacher: nn.Module, tap: str) -> nn.BatchNorm2d:
     """The BatchNorm whose output a resolved teacher tap sees.
 
-    A BatchNorm tapped directly is itself; for ``"<path>:input"`` it is the last BatchNorm
+    A BatchNorm tapped directly is itself. For ``"<path>:input"`` it is the last BatchNorm
     registered in the same parent before that module (``bn2`` before a residual block's final
-    ``relu``, ``bn1`` before a pre-activation block's ``relu1``).
+    ``relu``, ``bn1`` before a pre-activation block's ``relu1``); failing that, the last one
+    inside the siblings registered before it (the end of a VGG block before its ``relu``).
 
     Raises:
         ValueError: there is no such BatchNorm; name one with ``teacher_bns``.
@@ -73,7 +74,9 @@ def bn_feeding(teacher: nn.Module, tap: str) -> nn.BatchNorm2d:
         if child_name == name:
             break
         earlier.append(child)
-    candidates = [m for m in earlier if isinstance(m, nn.BatchNorm2d)] if on_input else []
+    direct = [m for m in earlier if isinstance(m, nn.BatchNorm2d)]
+    nested = [m for child in earlier for m in child.modules() if isinstance(m, nn.BatchNorm2d)]
+    candidates = (direct or nested) if on_input else []
     if not candidates:
         raise ValueError(
             f"OFD: no BatchNorm feeds the teacher tap '{tap}': tap a pre-activation (a ReLU's input, e.g. a "
