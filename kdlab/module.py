@@ -149,7 +149,8 @@ class DistillationModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         _check_logits(student.logits, teacher, getattr(datamodule, "num_classes", None))
         if teacher is not None and not self._distillers_built:
-            self._build_distillers(student, teacher, self._num_training_samples(stage))
+            num_samples = self._num_training_samples(stage) if needs_shapes else None
+            self._build_distillers(student, teacher, num_samples)
 
     def example_input(self, batch_size: int = 2) -> Tensor | None:
         """Zeros shaped like the datamodule's ``input_shape``, or None if it does not declare one."""
@@ -262,18 +263,17 @@ class DistillationModule(LightningModule):
 
     def _example_from_data(self, stage: str) -> Tensor | None:
         """Two inputs of the stage's first batch, for datamodules that declare no ``input_shape``."""
-        loaders = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader"}
-        loader = loaders.get(stage)
+        loader = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}.get(stage)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None or loader is None:
             return None
-        inputs = Batch(*next(iter(getattr(datamodule, loader)()))).inputs[:2]
+        inputs = Batch(*next(iter(getattr(datamodule, f"{loader}_dataloader")()))).inputs[:2]
         # Only shapes matter here; integer images (normalised later on the device) become floats.
         return (inputs if inputs.is_floating_point() else inputs.float()).to(self._parameter_device())
 
     def _num_training_samples(self, stage: str) -> int | None:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if stage != "fit" or datamodule is None or not self.distillers:
+        if stage != "fit" or datamodule is None:
             return None
         count = getattr(datamodule, "num_train_samples", None)
         if count is None:

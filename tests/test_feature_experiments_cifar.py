@@ -121,11 +121,24 @@ class RandomCIFAR(L.LightningDataModule):
         )
 
 
+def _calibrated(teacher: torch.nn.Module) -> torch.nn.Module:
+    """An untrained teacher with BatchNorm statistics of the random images, so that deep residual
+    stacks (resnet110) do not blow their features up to inf."""
+    for bn in teacher.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        teacher.train()(RandomCIFAR().train_dataloader().dataset.tensors[0])
+    return teacher.eval()
+
+
 def _fit_pair(pair: str, distillers: list, trainer_kwargs) -> L.Trainer:
     teacher, student = pair.split("-")
     torch.manual_seed(0)
     zoo = _zoo()
-    module = DistillationModule(getattr(zoo, student)(), getattr(zoo, teacher)(), distillers=distillers)
+    module = DistillationModule(
+        getattr(zoo, student)(), _calibrated(getattr(zoo, teacher)()), distillers=distillers
+    )
     trainer = L.Trainer(
         **(trainer_kwargs | {"max_epochs": 2, "limit_train_batches": 1, "limit_val_batches": 0})
     )

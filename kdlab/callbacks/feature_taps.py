@@ -75,7 +75,6 @@ class FeatureTaps(Callback):
     def __init__(self) -> None:
         self._handles: list[RemovableHandle] = []
         self.capturing = True
-        self.paths: dict[str, dict[str, str]] = {role: {} for role in ROLES}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._remove()
@@ -91,7 +90,6 @@ class FeatureTaps(Callback):
                 except TapError as error:
                     raise TapError(f"{role} tap of {', '.join(sorted(set(users)))}: {error}") from None
                 by_target[target].append(name)
-                self.paths[role][name] = target
             modules = dict(model.named_modules())
             for target, names in by_target.items():
                 self._handles.append(self._register(modules, target, pl_module.tapped, role, names))

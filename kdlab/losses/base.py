@@ -26,7 +26,9 @@ class BuildContext:
             ``"<module path>:input"`` (aliases go through the model's ``feature_points``).
         teacher_paths: The same for the teacher.
         num_samples: Number of training samples, i.e. one more than the largest ``batch.indices``
-            value (for per-sample state such as CRD's memory banks); None outside ``fit``.
+            value (for per-sample state such as CRD's memory banks): the datamodule's
+            ``num_train_samples`` if it has one, else the length of its training dataset; None
+            outside ``fit``.
     """
 
     student: nn.Module
