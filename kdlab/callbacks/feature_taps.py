@@ -101,17 +101,18 @@ class FeatureTaps(Callback):
         target: str,
         store: dict[str, dict[str, Tensor]],
         role: str,
-        names: list,
+        names: list[str],
     ) -> RemovableHandle:
         def keep(value: Tensor) -> None:
+            if not self.capturing:
+                return
             if not isinstance(value, Tensor):
                 raise TapError(f"{role} tap {names} ({target}) gives a {type(value).__name__}, not a tensor")
-            if self.capturing:
-                # A copy, because in-place layers (ReLU(inplace=True), ``out += shortcut``) would
-                # otherwise overwrite the captured tensor before a distiller reads it.
-                value = value.clone()
-                for name in names:
-                    store[role][name] = value
+            # A copy, because in-place layers (ReLU(inplace=True), ``out += shortcut``) would
+            # otherwise overwrite the captured tensor before a distiller reads it.
+            value = value.clone()
+            for name in names:
+                store[role][name] = value
 
         if target.endswith(INPUT_SUFFIX):
             module = modules[target[: -len(INPUT_SUFFIX)]]
