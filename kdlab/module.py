@@ -14,8 +14,9 @@ from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from kdlab.callbacks.feature_taps import FeatureTaps, requested_taps, resolve_tap
 from kdlab.errors import ConfigurationError, NonFiniteLossError
-from kdlab.losses.base import Distiller
+from kdlab.losses.base import BuildContext, Distiller
 from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
 from kdlab.teacher import freeze, load_teacher_weights, state_sha256
@@ -90,6 +91,7 @@ class DistillationModule(LightningModule):
         self.tapped: dict[str, dict[str, Tensor]] = {"student": {}, "teacher": {}}
         self._pending_finite_check: tuple[Tensor, list[str], int] | None = None
         self._teacher_accuracy_pending = True
+        self._distillers_built = False
 
     # ----------------------------------------------------------------------------- the step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -124,7 +126,14 @@ class DistillationModule(LightningModule):
         return Outputs(logits.clone(), features)
 
     def loss_terms(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        """Each weighted term of the total loss, by name (``ce`` and the distillers' names)."""
+        """Each weighted term of the total loss, by name (``ce`` and the distillers' names).
+
+        While some distiller is in its init phase (the first ``init_epochs`` epochs: AB, FT, FSP,
+        two-stage FitNet), only the init objectives of those distillers train, as ``<name>_init``.
+        """
+        initialising = {name: d for name, d in self.distillers.items() if self.current_epoch < d.init_epochs}
+        if initialising:
+            return {f"{name}_init": d.init_loss(student, teacher, batch) for name, d in initialising.items()}
         terms = {"ce": self.ce_weight * F.cross_entropy(student.logits, batch.targets)}
         for name, distiller in self.distillers.items():
             terms[name] = distiller.weight * distiller(student, teacher, batch)
@@ -132,19 +141,30 @@ class DistillationModule(LightningModule):
 
     # ----------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
-        """Probe both networks once with an example input and check that they fit the data."""
+        """Probe both networks once with an example input, check that they fit the data, and let
+        the distillers build their shape-dependent adapters (before the optimizer exists)."""
+        needs_shapes = any(requested_taps(self.distillers.values()).values())
         example = self.example_input()
+        if example is None and needs_shapes:
+            example = self._example_from_data(stage)
         if example is None:
             return
         student, teacher = self.probe(example)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         _check_logits(student.logits, teacher, getattr(datamodule, "num_classes", None))
+        if teacher is not None and not self._distillers_built:
+            num_samples = self._num_training_samples(stage) if needs_shapes else None
+            self._build_distillers(student, teacher, num_samples)
 
     def example_input(self, batch_size: int = 2) -> Tensor | None:
         """Zeros shaped like the datamodule's ``input_shape``, or None if it does not declare one."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         shape = getattr(datamodule, "input_shape", None)
-        return None if shape is None else torch.zeros(batch_size, *shape, device=self.device)
+        return None if shape is None else torch.zeros(batch_size, *shape, device=self._parameter_device())
+
+    def configure_callbacks(self) -> list:
+        """The feature-taps callback, when a distiller reads intermediate features."""
+        return [FeatureTaps()] if any(requested_taps(self.distillers.values()).values()) else []
 
     def probe(self, inputs: Tensor) -> tuple[Outputs, Outputs | None]:
         """Student and teacher outputs (with tapped features) for ``inputs``, without side effects:
@@ -236,6 +256,51 @@ class DistillationModule(LightningModule):
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
 
     # ----------------------------------------------------------------------------- helpers
+    def _build_distillers(self, student: Outputs, teacher: Outputs, num_samples: int | None) -> None:
+        shapes = {"student": _shapes(student), "teacher": _shapes(teacher)}
+        paths: dict[str, dict[str, str]] = {"student": {}, "teacher": {}}
+        for role, wanted in requested_taps(self.distillers.values()).items():
+            for name, users in wanted.items():
+                paths[role][name] = resolve_tap(getattr(self, role), name)
+                if name not in shapes[role]:
+                    raise ConfigurationError(
+                        f"{role} tap '{name}' ({paths[role][name]}), read by {', '.join(users)}, produced "
+                        "nothing when the networks were probed: that layer is not called in forward(). Tap "
+                        "a layer that runs (see the model's feature_points)."
+                    )
+        context = BuildContext(self.student, self.teacher, paths["student"], paths["teacher"], num_samples)
+        for distiller in self.distillers.values():
+            distiller.build(shapes["student"], shapes["teacher"], context)
+            distiller.to(self._parameter_device())
+        self._distillers_built = True
+
+    def _example_from_data(self, stage: str) -> Tensor | None:
+        """Two inputs of the stage's first batch, for datamodules that declare no ``input_shape``."""
+        loader = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}.get(stage)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or loader is None:
+            return None
+        inputs = Batch(*next(iter(getattr(datamodule, f"{loader}_dataloader")()))).inputs[:2]
+        # Only shapes matter here; integer images (normalised later on the device) become floats.
+        return (inputs if inputs.is_floating_point() else inputs.float()).to(self._parameter_device())
+
+    def _num_training_samples(self, stage: str) -> int | None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if stage != "fit" or datamodule is None:
+            return None
+        count = getattr(datamodule, "num_train_samples", None)
+        if count is None:
+            try:
+                count = len(datamodule.train_dataloader().dataset)
+            except TypeError:  # an iterable dataset has no length
+                return None
+        return count
+
+    def _parameter_device(self) -> torch.device:
+        # Not self.device: during setup Lightning already reports the target device while the
+        # parameters are still where they were built.
+        return next(self.student.parameters(), torch.empty(0)).device
+
     def _take_tapped(self, role: str) -> dict[str, Tensor]:
         features, self.tapped[role] = self.tapped[role], {}
         return features
@@ -270,6 +335,10 @@ class DistillationModule(LightningModule):
         except ImportError:  # older/newer Lightning: keep the safe behaviour
             pass
         self.save_hyperparameters(ignore=ignore)
+
+
+def _shapes(outputs: Outputs) -> dict[str, torch.Size]:
+    return {name: feature.shape for name, feature in outputs.features.items()}
 
 
 def _unique_names(distillers: list[Distiller]) -> dict[str, Distiller]:

@@ -2,13 +2,17 @@
 
 from kdlab.callbacks.compression import CompressionReport
 from kdlab.callbacks.ctkd import CTKD, LearnableTemperature, reverse_gradient
+from kdlab.callbacks.feature_taps import FeatureTaps, TapError, resolve_tap
 from kdlab.callbacks.schedules import LossWeightSchedule, TemperatureSchedule
 
 __all__ = [
     "CTKD",
     "CompressionReport",
+    "FeatureTaps",
     "LearnableTemperature",
     "LossWeightSchedule",
+    "TapError",
     "TemperatureSchedule",
+    "resolve_tap",
     "reverse_gradient",
 ]

@@ -1,8 +1,9 @@
-"""The base class of every distillation term."""
+"""The base class of every distillation term, and what it is told when it builds its adapters."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -10,27 +11,75 @@ from torch import Tensor, nn
 from kdlab.outputs import Batch, Outputs
 
 
+class IncompatibleShapesError(ValueError):
+    """A distiller cannot work with the tapped shapes of this teacher/student pair."""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a distiller may need at :meth:`Distiller.build` besides the tapped shapes.
+
+    Args:
+        student: The student network.
+        teacher: The frozen teacher network (its weights are already loaded).
+        student_paths: Each student tap name resolved to ``"<module path>"`` or
+            ``"<module path>:input"`` (aliases go through the model's ``feature_points``).
+        teacher_paths: The same for the teacher.
+        num_samples: Number of training samples, i.e. one more than the largest ``batch.indices``
+            value (for per-sample state such as CRD's memory banks): the datamodule's
+            ``num_train_samples`` if it has one, else the length of its training dataset; None
+            outside ``fit``.
+    """
+
+    student: nn.Module
+    teacher: nn.Module
+    student_paths: Mapping[str, str] = field(default_factory=dict)
+    teacher_paths: Mapping[str, str] = field(default_factory=dict)
+    num_samples: int | None = None
+
+
 class Distiller(nn.Module):
     """One weighted term of the total loss, computed from student and teacher outputs.
 
-    Subclasses implement :meth:`forward`. Feature-based methods list the module paths they
-    need in ``student_taps`` / ``teacher_taps`` (``"layer3"`` for a module's output,
-    ``"layer3:input"`` for its input) and may build their adapters in :meth:`build` once the
-    tapped shapes are known. Learnable parts live inside the distiller: they are optimised
-    together with the student and saved in checkpoints.
+    Subclasses implement :meth:`forward`. Feature-based methods list the layers they need in
+    ``student_taps`` / ``teacher_taps``: a tap alias of the model (``"stage3"``,
+    ``"stage3_preact"``, ``"embedding"``, resolved through its ``feature_points``) or a module
+    path (``"layer3"`` for a module's output, ``"layer3.2.relu:input"`` for its input). The
+    tapped tensors arrive in ``Outputs.features`` under the names given here. Adapters whose
+    size depends on the tapped shapes are created in :meth:`build`, before the optimizer
+    exists; learnable parts live inside the distiller, so they are optimised together with
+    the student and saved in checkpoints.
+
+    Multi-stage methods (AB, FT, FSP, two-stage FitNet) set ``init_epochs`` > 0 and implement
+    :meth:`init_loss`: during the first ``init_epochs`` epochs of ``fit`` the module trains
+    only the init objectives of the distillers still in their init phase (no cross-entropy,
+    no other term); the phase follows from the epoch counter, so a resumed run continues in
+    the right phase.
 
     Args:
         weight: Multiplier of this term in the total loss.
+        student_taps: Student layers this term reads (None: the class default).
+        teacher_taps: Teacher layers this term reads (None: the class default).
     """
 
     student_taps: tuple[str, ...] = ()
     teacher_taps: tuple[str, ...] = ()
+    init_epochs: int = 0
 
-    def __init__(self, weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        weight: float = 1.0,
+        student_taps: Sequence[str] | None = None,
+        teacher_taps: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(weight, (int, float)) or weight != weight or weight < 0:
             raise ValueError(f"{type(self).__name__}: weight must be a number >= 0, got {weight!r}")
         self.weight = float(weight)
+        if student_taps is not None:
+            self.student_taps = _tap_names(self, "student_taps", student_taps)
+        if teacher_taps is not None:
+            self.teacher_taps = _tap_names(self, "teacher_taps", teacher_taps)
 
     @property
     def name(self) -> str:
@@ -38,9 +87,54 @@ class Distiller(nn.Module):
         return type(self).__name__.lower()
 
     def build(
-        self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]
+        self,
+        student_shapes: Mapping[str, torch.Size],
+        teacher_shapes: Mapping[str, torch.Size],
+        context: BuildContext | None = None,
     ) -> None:
-        """Create adapters that depend on tapped shapes (called once before the optimizer exists)."""
+        """Create adapters that depend on tapped shapes (called once before the optimizer exists).
+
+        Args:
+            student_shapes: Shape of every tapped student feature, by tap name (batch first).
+            teacher_shapes: The same for the teacher.
+            context: The networks, resolved tap paths and the training-set size.
+
+        Raises:
+            IncompatibleShapesError: the method cannot work with these shapes; the message names
+                the layers and their shapes.
+        """
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement forward(student, teacher, batch)")
+
+    def init_loss(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
+        """The objective of the init phase (the first ``init_epochs`` epochs), unweighted."""
+        raise NotImplementedError(f"{type(self).__name__} has no init phase (init_epochs must be 0)")
+
+    # ------------------------------------------------------------------------- helpers for subclasses
+    def tap_pairs(self) -> list[tuple[str, str]]:
+        """(student tap, teacher tap) pairs; raises if the two lists differ in length."""
+        if len(self.student_taps) != len(self.teacher_taps):
+            raise ValueError(
+                f"{type(self).__name__}: student_taps {list(self.student_taps)} and teacher_taps "
+                f"{list(self.teacher_taps)} must name the same number of layers (they are paired in order)"
+            )
+        return list(zip(self.student_taps, self.teacher_taps, strict=True))
+
+    def shape_error(
+        self, problem: str, pairs: Sequence[tuple[str, torch.Size, str, torch.Size]]
+    ) -> Exception:
+        """An :class:`IncompatibleShapesError` naming each (student layer, teacher layer) and shape."""
+        listed = "; ".join(
+            f"student '{s}' {tuple(ss)} vs teacher '{t}' {tuple(ts)}" for s, ss, t, ts in pairs
+        )
+        return IncompatibleShapesError(f"{type(self).__name__}: {problem}: {listed}")
+
+
+def _tap_names(distiller: Distiller, label: str, taps: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(taps, str) or not all(isinstance(t, str) and t for t in taps):
+        raise ValueError(
+            f"{type(distiller).__name__}: {label} must be a list of layer names (aliases such as 'stage3' "
+            f"or module paths such as 'layer3' / 'layer3.0.relu:input'), got {taps!r}"
+        )
+    return tuple(taps)
