@@ -87,9 +87,9 @@ def cifar_files() -> list:
     return [pytest.param(pair, method, id=f"{pair}/{method}") for pair in PAIRS for method in METHODS]
 
 
-def test_every_pair_and_method_has_a_file():
+def test_every_pair_and_logit_method_has_a_file():
     found = {(path.parent.name, path.stem) for path in CIFAR.glob("*/*.yaml")}
-    assert found == {(pair, method) for pair in PAIRS for method in METHODS}
+    assert {(pair, method) for pair in PAIRS for method in METHODS} <= found
 
 
 def build(spec: dict):
