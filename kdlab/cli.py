@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
+from kdlab.cli_overrides import as_list_arguments, split_indexed
 from kdlab.cli_parser import KDLabArgumentParser
 from kdlab.errors import find_user_error
 
@@ -75,6 +76,17 @@ class KDLabCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_defaults", {"default_root_dir": "runs/default"})
         super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        if isinstance(args, (dict, Namespace)):
+            return super().parse_arguments(parser, args)
+        args, overrides = split_indexed(list(sys.argv[1:] if args is None else args))
+        if overrides:  # --a.b.N.c value: one element of a list (see kdlab.cli_overrides)
+            first = parser.parse_args(
+                [a for a in args if not a.startswith(("--print_config", "-h", "--help"))]
+            )
+            args += as_list_arguments(first.get(str(first.get("subcommand")), first), overrides)
+        self.config = parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)

@@ -193,3 +193,21 @@ def test_teacher_and_student_with_different_classes_fail_before_training(trainer
     # Models that declare num_classes are checked when the module is built.
     with pytest.raises(ConfigurationError, match="teacher predicts 10 classes but the student 5"):
         DistillationModule(MLP(num_classes=5), teacher=ConvNet(num_classes=10))
+
+
+def test_one_list_element_can_be_overridden_by_index(tmp_path, teacher_file):
+    args = [
+        *_args(tmp_path, teacher=str(teacher_file)),
+        "--model.init_args.distillers.0.init_args.temperature",
+        "2",
+    ]
+    cli = KDLabCLI(args=args, run=False)
+    assert cli.model.distillers["kd"].temperature == 2.0
+    cli = KDLabCLI(
+        args=[*_args(tmp_path, teacher=str(teacher_file)), "--model.distillers.0.weight=0.25"], run=False
+    )
+    assert cli.model.distillers["kd"].weight == 0.25
+    with pytest.raises(ValueError, match="has no element 3"):
+        KDLabCLI(
+            args=[*_args(tmp_path, teacher=str(teacher_file)), "--model.distillers.3.weight=1"], run=False
+        )
