@@ -12,7 +12,8 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tests run many small models: one intra-op thread is faster than two that wait on each other.
+torch.set_num_threads(1)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")

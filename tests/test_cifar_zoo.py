@@ -40,15 +40,6 @@ PARAMETERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny ops: on 2 shared cores a second OpenMP thread mostly waits on the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_zoo_lists_every_model_of_the_benchmark():
     assert set(ZOO) == set(PARAMETERS)
     for name in ZOO:

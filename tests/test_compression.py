@@ -19,15 +19,6 @@ from kdlab.models.cifar import resnet8, resnet20
 from kdlab.models.profile import count_flops, count_parameters, latency_per_image, serialized_bytes
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny ops: on 2 shared cores a second OpenMP thread mostly waits on the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_parameters_and_flops_by_hand():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
     assert count_parameters(model) == 36 + 256 * 10 + 10

@@ -21,14 +21,6 @@ from kdlab.models import MLP, ConvNet
 LR = 0.5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def loader() -> DataLoader:
     digits = load_digits()
     images = torch.tensor(digits.images[:96], dtype=torch.float32).unsqueeze(1) / 16.0

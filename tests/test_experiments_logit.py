@@ -35,14 +35,6 @@ METHODS = ("kd", "dkd", "dist")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def short_run(config: Path, root: Path, *extra: str) -> None:
     limits = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
     main(["fit", "-c", str(config), f"--trainer.default_root_dir={root}", *limits, *QUIET, *extra])

@@ -21,20 +21,10 @@ from kdlab.models.cifar import resnet8
 STUDENT = {"class_path": "kdlab.models.cifar.resnet8", "init_args": {"num_classes": 10, "in_channels": 1}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny ops: on 2 shared cores a second OpenMP thread mostly waits on the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A real checkpoint of `kdlab fit`: CIFAR resnet8 (1 channel) distilled from a ConvNet on the digits."""
     root = tmp_path_factory.mktemp("fit")
-    torch.set_num_threads(1)
     args = """fit --model kdlab.DistillationModule --data kdlab.data.DigitsDataModule
         --model.student kdlab.models.cifar.resnet8 --model.student.in_channels 1
         --model.teacher kdlab.models.ConvNet --model.teacher.width 8

@@ -10,15 +10,6 @@ from safetensors.torch import save_file
 from kdlab.models.imagenet import MobileNetV1, TorchvisionModel, torchvision_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny ops: on 2 shared cores a second OpenMP thread mostly waits on the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_mobilenetv1_has_the_papers_parameter_count():
     assert sum(p.numel() for p in MobileNetV1().parameters()) == 4_231_976
     assert MobileNetV1(num_classes=10, in_channels=1)(torch.randn(2, 1, 32, 32)).shape == (2, 10)

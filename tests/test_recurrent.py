@@ -13,15 +13,6 @@ from kdlab.models import ConvNet
 from kdlab.models.recurrent import RowLSTM
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny ops: on 2 shared cores a second OpenMP thread mostly waits on the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_reads_rows_of_any_image_size():
     model = RowLSTM(in_channels=3, image_size=32, hidden_size=16, num_layers=2, num_classes=100)
     assert model(torch.randn(4, 3, 32, 32)).shape == (4, 100)

@@ -18,15 +18,6 @@ from kdlab.losses import DKD, KD, MLKD
 from kdlab.models import MLP, ConvNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: a second thread only adds synchronisation on the shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Recording(KD):
     """KD that records the temperature and weight it is called with."""
 

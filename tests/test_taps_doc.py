@@ -41,15 +41,6 @@ def _documented() -> dict[str, dict]:
 DOCUMENTED = _documented()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny ops: on 2 shared cores a second OpenMP thread mostly waits on the first.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_every_model_is_documented():
     assert set(DOCUMENTED) == set(BUILDERS)
 
