@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.losses.base import Distiller
+from kdlab.losses.base import BuildContext, Distiller
+from kdlab.outputs import Batch, Outputs
 
 
 def pool_to_smaller(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
@@ -44,6 +45,30 @@ def paired_shapes(
         )
         raise distiller.shape_error(f"needs {kinds}; tap other layers", wrong)
     return pairs
+
+
+class PairedFeatureLoss(Distiller):
+    """A term that applies one stateless loss to each (student tap, teacher tap) pair and sums.
+
+    Subclasses set the default taps and ``feature_dims`` (the tensor ranks the loss accepts)
+    and implement :meth:`pair_loss`; shapes are checked at build time.
+    """
+
+    feature_dims: tuple[int, ...] = (4,)
+
+    def build(
+        self,
+        student_shapes: Mapping[str, torch.Size],
+        teacher_shapes: Mapping[str, torch.Size],
+        context: BuildContext | None = None,
+    ) -> None:
+        paired_shapes(self, student_shapes, teacher_shapes, dims=self.feature_dims)
+
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
+        return sum(self.pair_loss(student.features[s], teacher.features[t]) for s, t in self.tap_pairs())
+
+    def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+        raise NotImplementedError
 
 
 class ConvReg(nn.Module):

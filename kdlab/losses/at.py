@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.losses._common import paired_shapes, pool_to_smaller
-from kdlab.losses.base import BuildContext, Distiller
-from kdlab.outputs import Batch, Outputs
+from kdlab.losses._common import PairedFeatureLoss, pool_to_smaller
 
 
 def attention_map(feature: Tensor, p: float = 2.0) -> Tensor:
@@ -34,7 +31,7 @@ def at_loss(student_feature: Tensor, teacher_feature: Tensor, p: float = 2.0) ->
     return (attention_map(student_feature, p) - attention_map(teacher_feature, p)).pow(2).mean()
 
 
-class AT(Distiller):
+class AT(PairedFeatureLoss):
     """Attention transfer summed over layer pairs (weight 1000 in the CRD table).
 
     Args:
@@ -58,14 +55,5 @@ class AT(Distiller):
         self.p = p
         self.tap_pairs()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        paired_shapes(self, student_shapes, teacher_shapes)
-
-    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        pairs = self.tap_pairs()
-        return sum(at_loss(student.features[s], teacher.features[t], self.p) for s, t in pairs)
+    def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+        return at_loss(student_feature, teacher_feature, self.p)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.losses._common import paired_shapes, pool_to_smaller
-from kdlab.losses.base import BuildContext, Distiller
-from kdlab.outputs import Batch, Outputs
+from kdlab.losses._common import PairedFeatureLoss, pool_to_smaller
 
 
 def _polynomial_kernel_mean(a: Tensor, b: Tensor) -> Tensor:
@@ -41,7 +39,7 @@ def nst_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
     )
 
 
-class NST(Distiller):
+class NST(PairedFeatureLoss):
     """NST over layer pairs (weight 50 in the CRD table).
 
     Args:
@@ -62,13 +60,5 @@ class NST(Distiller):
         super().__init__(weight, student_taps, teacher_taps)
         self.tap_pairs()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        paired_shapes(self, student_shapes, teacher_shapes)
-
-    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        return sum(nst_loss(student.features[s], teacher.features[t]) for s, t in self.tap_pairs())
+    def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+        return nst_loss(student_feature, teacher_feature)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from kdlab.losses._common import paired_shapes
-from kdlab.losses.base import BuildContext, Distiller
-from kdlab.outputs import Batch, Outputs
+from kdlab.losses._common import PairedFeatureLoss
 
 
 def _similarity_distribution(embedding: Tensor, eps: float) -> Tensor:
@@ -36,7 +34,7 @@ def pkt_loss(student_embedding: Tensor, teacher_embedding: Tensor, eps: float = 
     return (p_teacher * torch.log((p_teacher + eps) / (p_student + eps))).mean()
 
 
-class PKT(Distiller):
+class PKT(PairedFeatureLoss):
     """PKT on the pooled embeddings (weight 30000 in the CRD table).
 
     Args:
@@ -47,6 +45,7 @@ class PKT(Distiller):
 
     student_taps = ("embedding",)
     teacher_taps = ("embedding",)
+    feature_dims = (2, 3, 4)
 
     def __init__(
         self,
@@ -57,13 +56,5 @@ class PKT(Distiller):
         super().__init__(weight, student_taps, teacher_taps)
         self.tap_pairs()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        paired_shapes(self, student_shapes, teacher_shapes, dims=(2, 3, 4))
-
-    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        return sum(pkt_loss(student.features[s], teacher.features[t]) for s, t in self.tap_pairs())
+    def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+        return pkt_loss(student_feature, teacher_feature)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.losses._common import paired_shapes
-from kdlab.losses.base import BuildContext, Distiller
-from kdlab.outputs import Batch, Outputs
+from kdlab.losses._common import PairedFeatureLoss
 
 
 def pairwise_distances(embedding: Tensor, eps: float = 1e-12) -> Tensor:
@@ -59,7 +57,7 @@ def rkd_loss(
     return distance_weight * distance + angle_weight * angle
 
 
-class RKD(Distiller):
+class RKD(PairedFeatureLoss):
     """RKD-DA on the pooled embeddings (weight 1 with 25/50 in the CRD table).
 
     Args:
@@ -72,6 +70,7 @@ class RKD(Distiller):
 
     student_taps = ("embedding",)
     teacher_taps = ("embedding",)
+    feature_dims = (2, 3, 4)
 
     def __init__(
         self,
@@ -86,16 +85,5 @@ class RKD(Distiller):
         self.angle_weight = angle_weight
         self.tap_pairs()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        paired_shapes(self, student_shapes, teacher_shapes, dims=(2, 3, 4))
-
-    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        return sum(
-            rkd_loss(student.features[s], teacher.features[t], self.distance_weight, self.angle_weight)
-            for s, t in self.tap_pairs()
-        )
+    def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+        return rkd_loss(student_feature, teacher_feature, self.distance_weight, self.angle_weight)

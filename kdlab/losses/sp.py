@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.losses._common import paired_shapes
-from kdlab.losses.base import BuildContext, Distiller
-from kdlab.outputs import Batch, Outputs
+from kdlab.losses._common import PairedFeatureLoss
 
 
 def similarity_matrix(feature: Tensor) -> Tensor:
@@ -34,7 +31,7 @@ def sp_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
     return difference.pow(2).sum() / batch**2
 
 
-class SP(Distiller):
+class SP(PairedFeatureLoss):
     """Similarity preservation over layer pairs (weight 3000 in the CRD table).
 
     Args:
@@ -45,6 +42,7 @@ class SP(Distiller):
 
     student_taps = ("stage3",)
     teacher_taps = ("stage3",)
+    feature_dims = (2, 3, 4)
 
     def __init__(
         self,
@@ -55,13 +53,5 @@ class SP(Distiller):
         super().__init__(weight, student_taps, teacher_taps)
         self.tap_pairs()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        paired_shapes(self, student_shapes, teacher_shapes, dims=(2, 3, 4))
-
-    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        return sum(sp_loss(student.features[s], teacher.features[t]) for s, t in self.tap_pairs())
+    def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+        return sp_loss(student_feature, teacher_feature)
