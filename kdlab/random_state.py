@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 def capture() -> dict[str, Any]:
@@ -82,5 +83,13 @@ class RandomState(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         loaded, self._loaded = self._loaded, None
-        if loaded and len(loaded) == trainer.world_size:
-            restore(loaded[trainer.global_rank])
+        if not loaded:
+            return
+        if len(loaded) != trainer.world_size:
+            rank_zero_warn(
+                f"the checkpoint holds the random-generator states of {len(loaded)} process(es) and this "
+                f"run has {trainer.world_size}: the generators keep their seeded states, so random draws "
+                "(dropout, sampled negatives) differ from an uninterrupted run"
+            )
+            return
+        restore(loaded[trainer.global_rank])

@@ -127,7 +127,7 @@ def test_wrong_tap_name(tmp_path):
         pytest.skip("kdlab.callbacks.FeatureTaps is not in this branch yet")
     wrong = "--model.distillers+=tests.reliability_helpers.WrongTap"
     args = _digits(tmp_path, wrong, teacher=teacher_file(tmp_path))
-    _fails(args, "layer_that_does_not_exist", "MLP", "fc")
+    _fails(args, "layer_that_does_not_exist", "MLP", "valid")
 
 
 def test_invalid_schedule_values(tmp_path):

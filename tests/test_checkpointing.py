@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 import kdlab.checkpointing
 from kdlab.checkpointing import AtomicCheckpointIO, atomic_torch_save
 from kdlab.cli import KDLabCLI
-from kdlab.data.sampling import ResumableLoader, batch_loader
+from kdlab.data.sampling import ResumableLoader, ShardedBatchSampler, batch_loader
 from kdlab.random_state import RandomState, capture, restore
 from kdlab.requeue import RequeueAtStepEnd
 
@@ -87,16 +87,39 @@ def test_loader_continues_an_epoch_where_its_checkpoint_was_taken(workers):
     iterator = iter(interrupted)
     seen = [next(iterator)[2].tolist() for _ in range(3)]
     state = interrupted.state_dict()
-    assert state == {"epoch": 2, "batches": 3} and seen == whole[:3]
+    assert state == {"epoch": 2, "batches": 3, "global_batch": 8, "size": 50} and seen == whole[:3]
     del iterator
 
     resumed = batch_loader(data, 8, shuffle=True, seed=3, num_workers=workers, pin_memory=False)
     resumed.load_state_dict(state)
     assert [batch[2].tolist() for batch in resumed] == whole[3:]
-    assert resumed.state_dict() == {"epoch": 2, "batches": len(whole)}
+    assert resumed.state_dict()["batches"] == len(whole)
     resumed.sampler.set_epoch(3)  # the next epoch is whole again, in its own order
     following = [batch[2].tolist() for batch in resumed]
     assert sorted(i for batch in following for i in batch) == list(range(50)) and following != whole
+
+
+def test_a_run_resumed_on_more_processes_with_the_same_global_batch_continues_at_the_same_sample():
+    data = TensorDataset(torch.arange(64).float(), torch.arange(64), torch.arange(64))
+
+    def loader(batch_size: int, replicas: int, rank: int) -> ResumableLoader:
+        sampler = ShardedBatchSampler(64, batch_size, True, seed=1, num_replicas=replicas, rank=rank)
+        sampler.set_epoch(4)
+        return ResumableLoader(data, batch_size=None, sampler=sampler)
+
+    single = loader(16, 1, 0)
+    iterator = iter(single)
+    next(iterator), next(iterator)
+    state = single.state_dict()
+    rest = [batch[2].sort().values for batch in iterator]
+    halves = []
+    for rank in (0, 1):
+        resumed = loader(8, 2, rank)
+        resumed.load_state_dict(state)
+        halves.append([batch[2] for batch in resumed])
+    assert [torch.cat(pair).sort().values.tolist() for pair in zip(*halves)] == [r.tolist() for r in rest]
+    with pytest.warns(UserWarning, match="after 32 samples.*continues after sample 24"):
+        loader(24, 1, 0).load_state_dict(state)  # another global batch: the batch boundary before
 
 
 def test_creating_loader_iterators_does_not_move_the_global_generator():

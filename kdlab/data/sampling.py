@@ -20,6 +20,7 @@ that creating an iterator does not shift the random numbers the training draws.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,7 +111,10 @@ class ResumableLoader(DataLoader):
     """A DataLoader over a :class:`ShardedBatchSampler` whose position Lightning checkpoints.
 
     ``state_dict()`` is the epoch being iterated and how many of its batches were handed out;
-    ``load_state_dict`` makes the next iteration over that epoch start after them.
+    ``load_state_dict`` makes the next iteration over that epoch start after them. Since the
+    ranks' batches ``k`` together are the ``k``-th slice of the epoch's permutation whatever the
+    number of ranks, a run resumed on a different number of processes with the same global
+    batch size (``batch_size × processes``) continues at the same sample too.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -126,11 +130,37 @@ class ResumableLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        epoch, first = self.sampler.started_at
-        return {"epoch": epoch, "batches": first + self._delivered}
+        sampler = self.sampler
+        epoch, first = sampler.started_at
+        return {
+            "epoch": epoch,
+            "batches": first + self._delivered,
+            "global_batch": sampler.batch_size * sampler.num_replicas,
+            "size": sampler.size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.resume_at(int(state["epoch"]), int(state["batches"]))
+        sampler = self.sampler
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        size, global_batch = state.get("size", sampler.size), state.get("global_batch")
+        if size != sampler.size:
+            warnings.warn(
+                f"the checkpoint was taken in epoch {epoch} of a split of {size} samples, this one has "
+                f"{sampler.size}: the data changed, so that epoch restarts from its first batch",
+                stacklevel=2,
+            )
+            batches = 0
+        elif global_batch is not None and global_batch != sampler.batch_size * sampler.num_replicas:
+            consumed, now = batches * global_batch, sampler.batch_size * sampler.num_replicas
+            batches = consumed // now
+            if batches * now != consumed:
+                warnings.warn(
+                    f"the checkpoint was taken after {consumed} samples of epoch {epoch} at {global_batch} "
+                    f"per step (all processes); at this run's {now} per step the epoch continues after "
+                    f"sample {batches * now} instead",
+                    stacklevel=2,
+                )
+        sampler.resume_at(epoch, batches)
 
 
 def batch_loader(
