@@ -75,7 +75,7 @@ class KDLabCLI(LightningCLI):
             for callback in callbacks:  # configured without a root: the run's, known now
                 if isinstance(callback, BestAndLastCheckpoint) and callback.dirpath is None:
                     callback.dirpath = os.path.join(root, "checkpoints")
-            kwargs["plugins"] = _with_atomic_checkpoints(config.get("plugins"))
+        kwargs["plugins"] = _with_atomic_checkpoints(config.get("plugins"))  # hpc checkpoints too
         for default in (RandomState, RequeueAtStepEnd):
             if not any(isinstance(c, default) for c in callbacks):
                 callbacks.append(default())
