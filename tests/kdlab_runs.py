@@ -94,13 +94,26 @@ def cifar_args(folder: Path) -> list[str]:
 
 
 def run(args: list[str]) -> tuple[int, str]:
-    """``kdlab fit`` in this process: (exit code, stderr)."""
+    """``kdlab fit`` in this process: (exit code, stderr).
+
+    Process-wide settings a run changes (deterministic algorithms, Lightning's seed variables)
+    are put back afterwards, so later tests do not inherit them.
+    """
     stderr = io.StringIO()
+    environment = dict(os.environ)
+    deterministic = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     with contextlib.redirect_stderr(stderr):
         try:
             code = main(["fit", *args])
         except SystemExit as exit_:
             code = exit_.code
+        finally:
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            os.environ.clear()
+            os.environ.update(environment)
     return int(code or 0), stderr.getvalue()
 
 
