@@ -14,10 +14,16 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
+from kdlab.checkpointing import AtomicCheckpointIO, BestAndLastCheckpoint, unreadable_checkpoint
 from kdlab.cli_overrides import as_list_arguments, split_indexed
 from kdlab.cli_parser import KDLabArgumentParser
-from kdlab.errors import find_user_error
+from kdlab.errors import find_user_error, lost_peer
+from kdlab.random_state import RandomState
+from kdlab.requeue import RequeueAtStepEnd
+
+__all__ = ["BestAndLastCheckpoint", "KDLabCLI", "link_num_classes", "main"]
 
 TOOLS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line help)
@@ -26,43 +32,11 @@ TOOLS: dict[str, tuple[str, str]] = {
 }
 
 
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """Keeps ``best.ckpt`` (highest ``val/acc1``) and ``last.ckpt`` in ``<default_root_dir>/checkpoints``.
-
-    A fixed directory (rather than one per logger version) is what lets
-    ``kdlab fit ... --ckpt_path last`` find the checkpoint of the previous attempt.
-
-    Args:
-        root: The run directory (``trainer.default_root_dir``).
-    """
-
-    def __init__(self, root: str) -> None:
-        super().__init__(
-            dirpath=os.path.join(root, "checkpoints"),
-            filename="best",
-            monitor="val/acc1",
-            mode="max",
-            save_top_k=1,
-            save_last=True,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-            # Saved after validation, at the very end of the epoch, so a resumed run starts the
-            # next epoch cleanly instead of replaying the end of this one.
-            save_on_train_epoch_end=True,
-        )
-
-    def on_train_epoch_end(self, trainer: Any, pl_module: LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        # Lightning writes last.ckpt at epoch end only when the epoch also produced a new best;
-        # a resumable run needs it after every epoch.
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-
 class KDLabCLI(LightningCLI):
     """LightningCLI with kdlab defaults: any module/datamodule by ``class_path``, the number of
     classes stated once (``data.num_classes`` feeds student and teacher, see
-    :func:`link_num_classes`), best/last checkpoints, a CSV logger under
+    :func:`link_num_classes`), best/last checkpoints written atomically, random-generator
+    state in checkpoints, SLURM requeue at the end of a step, a CSV logger under
     ``trainer.default_root_dir``, short errors with suggestions.
     """
 
@@ -88,6 +62,15 @@ class KDLabCLI(LightningCLI):
             args += as_list_arguments(first.get(str(first.get("subcommand")), first), overrides)
         self.config = parser.parse_args(args)
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path (safely) for its hyper-parameters before anything else;
+        # an unsafe or damaged file deserves the same one-line error as when the Trainer reads it.
+        try:
+            super()._parse_ckpt_path()
+        except Exception as error:
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            raise unreadable_checkpoint(path, error) from None
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         link_num_classes(config)
@@ -97,11 +80,27 @@ class KDLabCLI(LightningCLI):
         root = config.get("default_root_dir") or "."
         if config.get("logger") in (None, True):
             kwargs["logger"] = CSVLogger(save_dir=root, name="logs")
+        callbacks = list(config.get("callbacks") or [])
         if config.get("enable_checkpointing") is not False:
-            callbacks = config.get("callbacks") or []
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-                kwargs["callbacks"] = [*callbacks, BestAndLastCheckpoint(root)]
+                callbacks.append(BestAndLastCheckpoint(root))
+            for callback in callbacks:  # configured without a root: the run's, known now
+                if isinstance(callback, BestAndLastCheckpoint) and callback.dirpath is None:
+                    callback.dirpath = os.path.join(root, "checkpoints")
+        kwargs["plugins"] = _with_atomic_checkpoints(config.get("plugins"))  # hpc checkpoints too
+        for default in (RandomState, RequeueAtStepEnd):
+            if not any(isinstance(c, default) for c in callbacks):
+                callbacks.append(default())
+        kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+
+def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """The configured plugins plus :class:`AtomicCheckpointIO`, unless one is a CheckpointIO."""
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
 
 
 def link_num_classes(config: Namespace) -> None:
@@ -155,11 +154,11 @@ def main(argv: list[str] | None = None) -> int | None:
     try:
         KDLabCLI(args=argv)
     except Exception as error:
-        known = find_user_error(error)
-        if known is None or os.environ.get("KDLAB_TRACEBACK"):
+        known, peer = find_user_error(error), lost_peer(error)
+        if (known is None and peer is None) or os.environ.get("KDLAB_TRACEBACK"):
             raise
-        sys.stderr.write(f"kdlab: error: {known}\n(set KDLAB_TRACEBACK=1 for the full traceback)\n")
-        return 2
+        sys.stderr.write(f"kdlab: error: {known or peer}\n(set KDLAB_TRACEBACK=1 for the full traceback)\n")
+        return 2 if known is not None else 1
     return 0
 
 

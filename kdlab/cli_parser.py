@@ -18,6 +18,7 @@ _NOISE = re.compile(
 )
 _UNKNOWN_OPTION = re.compile(r"Problem with given class_path '([\w.]+)':\s*Option '(\w+)' is not accepted")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
+_NOT_ACCEPTED = re.compile(r"does not accept option '([\w.]+)'")  # a misspelt key in a config file
 _NO_ATTRIBUTE = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
 
 
@@ -37,6 +38,18 @@ def _suggest(name: str, candidates: list[str]) -> str:
     )
 
 
+def _suggest_key(key: str, keys: list[str]) -> str:
+    """A hint for a dotted config key, trying the whole key first, then its first part."""
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    head, _, rest = key.partition(".")
+    if not close and rest:
+        groups = sorted({k.split(".")[0] for k in keys})
+        close = [f"{group}.{rest}" for group in difflib.get_close_matches(head, groups, n=1, cutoff=0.6)]
+    return (
+        f"'{key}': did you mean {' or '.join(repr(c) for c in close)}?" if close else f"'{key}' is unknown."
+    )
+
+
 def explain(message: str, option_strings: list[str]) -> str:
     """Shorten a jsonargparse error and add 'did you mean' hints for misspelt keys."""
     lines = [line for line in message.splitlines() if not _NOISE.match(line)]
@@ -50,8 +63,9 @@ def explain(message: str, option_strings: list[str]) -> str:
         except ImportError:
             public = []
         hints.append(_suggest(name, public) + f" (in {module_name})")
+    keys = [s.lstrip("-") for s in option_strings if s.startswith("--")]
+    hints += [_suggest_key(key, keys) for key in _NOT_ACCEPTED.findall(message)]
     for match in _UNRECOGNIZED.finditer(message):
-        keys = [s.lstrip("-") for s in option_strings if s.startswith("--")]
         for token in match.group(1).split():
             if token.startswith("--"):
                 hints.append(_suggest(token.lstrip("-").split("=")[0], keys))

@@ -23,6 +23,8 @@ import torch
 import yaml
 from torch import nn
 
+from kdlab.errors import unpickling_detail
+
 FORMATS = ("safetensors", "torchscript", "onnx")
 # Optional packages each format needs: (module to import, pip package).
 _NEEDS = {
@@ -106,7 +108,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as error:
         raise ExportError(
             f"cannot read '{path}' as a plain checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0]}); it must hold only tensors and plain containers (kdlab's do)"
+            f"{unpickling_detail(error)}); it must hold only tensors and plain containers (kdlab's do), "
+            "and be complete (re-copy a truncated file)"
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ExportError(f"'{path}' is not a Lightning checkpoint (no 'state_dict' entry)")

@@ -73,6 +73,8 @@ class DistillationModule(LightningModule):
                 f"distillers {[type(d).__name__ for d in distillers]} need a teacher: set model.teacher, "
                 "or remove the distillers to train without one."
             )
+        if not ce_weight >= 0:  # also refuses NaN
+            raise ConfigurationError(f"ce_weight must be a number >= 0, got {ce_weight}")
         _check_num_classes(student, teacher)
         self.student = student
         self.teacher = None if teacher is None else freeze(teacher)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from kdlab.errors import TeacherLoadError
+from kdlab.errors import TeacherLoadError, unpickling_detail
 
 # Prefixes that training wrappers put in front of parameter names: DataParallel/DDP,
 # torch.compile, a kdlab/Lightning module's ``student`` and generic ``model`` attributes.
@@ -44,8 +44,9 @@ def state_sha256(module: nn.Module) -> str:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors``, a plain ``.pt``/``.pth`` state dict or a checkpoint.
 
-    Lightning/kdlab checkpoints are recognised by their ``state_dict`` key. When the
-    checkpoint holds a ``student.`` sub-module (a kdlab run), only that sub-module is kept.
+    Lightning/kdlab checkpoints are recognised by their ``state_dict`` key, RepDistiller,
+    mdistiller and torchdistill checkpoints by their ``model`` key. When the checkpoint holds a
+    ``student.`` sub-module (a kdlab run), only that sub-module is kept.
     Wrapper prefixes (``module.``, ``_orig_mod.``, ``student.``, ``model.``) are stripped.
 
     Raises:
@@ -69,7 +70,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"teacher weights: refused to load '{path}': it contains pickled objects other than "
             "tensors and plain containers, which could run code. Only load files you trust; convert "
             "them to .safetensors or a plain state dict (torch.save(model.state_dict(), ...)). "
-            f"Detail: {str(error).splitlines()[0]}"
+            f"Detail: {unpickling_detail(error)}"
         ) from None
     except Exception as error:  # truncated zip, bad header, wrong format...
         raise TeacherLoadError(
@@ -80,8 +81,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def _extract_state_dict(state: object, path: Path) -> dict[str, Tensor]:
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise TeacherLoadError(
             f"teacher weights: '{path}' holds no state dict (a mapping of names to tensors); "

@@ -32,3 +32,11 @@ def trainer_kwargs(tmp_path):
         "logger": False,
         "enable_checkpointing": False,
     }
+
+
+@pytest.fixture(scope="session")
+def kdlab_references(tmp_path_factory):
+    """Uninterrupted ``kdlab fit`` runs, each done once per session (see tests/kdlab_runs.py)."""
+    from .kdlab_runs import References
+
+    return References(tmp_path_factory.mktemp("references"))

@@ -33,8 +33,9 @@ def test_distils_a_convnet_teacher_on_the_digits(trainer_kwargs):
     seed_everything(0, verbose=False)
     data = DigitsDataModule(batch_size=64)
     teacher = ConvNet(width=8)
-    sgd = lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9)  # noqa: E731
-    Trainer(max_epochs=2, **trainer_kwargs).fit(DistillationModule(teacher, optimizer=sgd), data)
+    # The default recipe for 3 epochs gives a teacher of 82-94% over seeds; 2 epochs at lr 0.1
+    # ranged from 29% to 85%, and a weak teacher made this test depend on the seed.
+    Trainer(max_epochs=3, **trainer_kwargs).fit(DistillationModule(teacher), data)
 
     student = RowLSTM(hidden_size=32)
     adam = lambda params: torch.optim.Adam(params, lr=3e-2)  # noqa: E731

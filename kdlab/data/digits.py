@@ -8,20 +8,25 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
+from kdlab.data.sampling import batch_loader
+
 
 class DigitsDataModule(LightningDataModule):
     """scikit-learn's 1,797 handwritten digits (8×8, 10 classes), no download needed.
 
     The stratified train/val/test split is fixed by ``seed``; pixels (0–16) are scaled to
     [0, 1] and normalised by the training split's mean and std. Batches are
-    ``(images, targets, indices)`` with images of shape ``(batch, 1, 8, 8)``.
+    ``(images, targets, indices)`` with images of shape ``(batch, 1, 8, 8)``. The training
+    order is reshuffled every epoch from ``(seed, epoch)`` alone, so a resumed run sees the
+    same batches; under DDP each process takes an interleaved shard of that order, so the
+    batches of all processes together are the single-process batches.
 
     Args:
         batch_size: Samples per batch.
         val_fraction: Fraction of all images held out for validation.
         test_fraction: Fraction of all images held out for the test split.
         train_fraction: Fraction of the remaining training images to keep (a low-data regime).
-        seed: Seed of the split.
+        seed: Seed of the split and of the shuffling.
         num_workers: DataLoader worker processes.
     """
 
@@ -67,9 +72,11 @@ class DigitsDataModule(LightningDataModule):
             random_state=hp.seed,
         )
         if hp.train_fraction < 1:
-            train, _ = train_test_split(
-                train, train_size=hp.train_fraction, stratify=targets[train], random_state=hp.seed
-            )
+            keep = _subset_size(hp.train_fraction, len(train), self.num_classes)
+            if len(train) - keep >= self.num_classes:  # else the fraction keeps (almost) all
+                train, _ = train_test_split(
+                    train, train_size=keep, stratify=targets[train], random_state=hp.seed
+                )
         mean, std = images[train].mean(), images[train].std()
         images = (images - mean) / std
         for name, rows in (("train", train), ("val", val), ("test", test)):
@@ -77,12 +84,11 @@ class DigitsDataModule(LightningDataModule):
             self.splits[name] = TensorDataset(images[rows], targets[rows], torch.arange(len(rows)))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+        # TensorDataset returns a whole batch for a list of positions, so batches are cut by a
+        # seeded, DDP-aware batch sampler (kdlab.data.sampling), the same one CIFAR uses.
+        hp = self.hparams
+        return batch_loader(
+            self.splits[split], self.batch_size, shuffle, hp.seed, hp.num_workers, False, self.trainer
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -96,3 +102,14 @@ class DigitsDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def _subset_size(fraction: float, available: int, classes: int) -> int:
+    keep = int(fraction * available)
+    if keep < classes:
+        raise ValueError(
+            f"DigitsDataModule: train_fraction={fraction} keeps {keep} of the {available} training "
+            f"images, fewer than one per class ({classes}); raise train_fraction to at least "
+            f"{classes / available:.3f}"
+        )
+    return keep

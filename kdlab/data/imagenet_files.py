@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -44,13 +45,24 @@ def list_split(split_dir: Path, classes: list[str]) -> tuple[list[str], Tensor]:
     for label, name in enumerate(classes):
         folder = split_dir / name
         if not folder.is_dir():
-            raise FileNotFoundError(f"class folder {folder} is missing; {layout_message(root)}")
+            raise FileNotFoundError(
+                f"class folder {folder} is missing; {_present(split_dir, name)}. {layout_message(root)}"
+            )
         found = sorted(entry.path for entry in os.scandir(folder) if entry.name.lower().endswith(EXTENSIONS))
         if not found:
             raise ValueError(f"class folder {folder} holds no images ({', '.join(EXTENSIONS)}, any case)")
         files += found
         labels += [label] * len(found)
     return files, torch.tensor(labels, dtype=torch.int64)
+
+
+def _present(split_dir: Path, wanted: str) -> str:
+    """The class folders that do exist, closest to ``wanted`` first."""
+    names = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.5)
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return f"{hint}{split_dir} holds: {shown or 'no class folders'}"
 
 
 def read_bytes(path: str) -> bytearray:

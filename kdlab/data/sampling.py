@@ -10,10 +10,18 @@ Unlike ``torch.utils.data.DistributedSampler`` it neither repeats samples to eve
 nor drops any: the shards are disjoint and together cover the split exactly once per epoch, and
 every rank still gets the same number of batches (DDP's collectives require it), by letting each
 rank's last batch absorb its remainder.
+
+:class:`ResumableLoader` is the DataLoader around it. Lightning saves a loader's ``state_dict`` in
+every checkpoint, so a run resumed from a checkpoint written in the middle of an epoch continues
+that epoch at the next batch, in the same order, instead of starting it over. It also gives
+DataLoader workers their seeds from its own generator rather than from torch's global one, so
+that creating an iterator does not shift the random numbers the training draws.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -69,6 +77,13 @@ class ShardedBatchSampler(DistributedSampler):
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.size = size
         self.batch_size = batch_size
+        self._resume: tuple[int, int] | None = None  # (epoch, batches of it already consumed)
+        self.started_at = (self.epoch, 0)  # (epoch, first batch) of the latest iteration
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Make the next iteration over ``epoch`` skip its first ``batches`` batches (once)."""
+        self.set_epoch(epoch)
+        self._resume = (epoch, batches)
 
     def __len__(self) -> int:
         smallest_shard = self.size // self.num_replicas
@@ -81,12 +96,71 @@ class ShardedBatchSampler(DistributedSampler):
         generator = torch.Generator().manual_seed(counter_key(self.seed, self.epoch) >> 1)
         return torch.randperm(self.size, generator=generator)
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        # A generator: the epoch is read when the first batch is requested, after set_epoch.
+        resume, self._resume = self._resume, None
+        first = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        self.started_at = (self.epoch, first)
         shard = self.order()[self.rank :: self.num_replicas].tolist()
         count, size = len(self), self.batch_size
-        for start in range(0, (count - 1) * size, size):
-            yield shard[start : start + size]
-        yield shard[(count - 1) * size :]
+        for batch in range(first, count):
+            yield shard[batch * size : (batch + 1) * size if batch < count - 1 else None]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a :class:`ShardedBatchSampler` whose position Lightning checkpoints.
+
+    ``state_dict()`` is the epoch being iterated and how many of its batches were handed out;
+    ``load_state_dict`` makes the next iteration over that epoch start after them. Since the
+    ranks' batches ``k`` together are the ``k``-th slice of the epoch's permutation whatever the
+    number of ranks, a run resumed on a different number of processes with the same global
+    batch size (``batch_size × processes``) continues at the same sample too.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ShardedBatchSampler):
+            raise TypeError("ResumableLoader needs a ShardedBatchSampler as its sampler")
+        self._delivered = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self._delivered = 0
+        for batch in super().__iter__():
+            self._delivered += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.sampler
+        epoch, first = sampler.started_at
+        return {
+            "epoch": epoch,
+            "batches": first + self._delivered,
+            "global_batch": sampler.batch_size * sampler.num_replicas,
+            "size": sampler.size,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.sampler
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        size, global_batch = state.get("size", sampler.size), state.get("global_batch")
+        if size != sampler.size:
+            warnings.warn(
+                f"the checkpoint was taken in epoch {epoch} of a split of {size} samples, this one has "
+                f"{sampler.size}: the data changed, so that epoch restarts from its first batch",
+                stacklevel=2,
+            )
+            batches = 0
+        elif global_batch is not None and global_batch != sampler.batch_size * sampler.num_replicas:
+            consumed, now = batches * global_batch, sampler.batch_size * sampler.num_replicas
+            batches = consumed // now
+            if batches * now != consumed:
+                warnings.warn(
+                    f"the checkpoint was taken after {consumed} samples of epoch {epoch} at {global_batch} "
+                    f"per step (all processes); at this run's {now} per step the epoch continues after "
+                    f"sample {batches * now} instead",
+                    stacklevel=2,
+                )
+        sampler.resume_at(epoch, batches)
 
 
 def batch_loader(
@@ -112,11 +186,12 @@ def batch_loader(
     """
     world, rank = process_group() if trainer is None else (trainer.world_size, trainer.global_rank)
     sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle, seed, num_replicas=world, rank=rank)
-    return DataLoader(
+    return ResumableLoader(
         dataset,
         batch_size=None,  # the sampler yields whole batches; the dataset builds each in one call
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(counter_key(seed, rank) >> 1),
     )
