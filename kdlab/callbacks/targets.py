@@ -116,6 +116,12 @@ class DistillerSchedule(Callback):
         for name, distiller in self._targets.items():
             self._base.setdefault(name, float(getattr(distiller, self.controls)))
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A run resumed in the middle of an epoch does not start that epoch again, so
+        # on_train_epoch_start never fires for it: set the epoch's values here too.
+        if self.interval == "epoch":
+            self._apply(trainer.current_epoch)
+
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.interval == "epoch":
             self._apply(trainer.current_epoch)
