@@ -20,6 +20,7 @@ A suite file names teachers to train first and runs (configs × seeds) that may 
         matrix:
           method: [kd, dkd]
           pair: [{pair: resnet56-resnet20, teacher: resnet56}]   # a mapping sets several values
+          exclude: [{method: dkd, pair: resnet56-resnet20}]      # combinations left out
 
 Config paths are relative to the current directory, as for ``kdlab fit``.
 """
@@ -168,13 +169,16 @@ def _expand(path: Path, entry: Any) -> list[dict]:
     if not isinstance(entry, dict):
         raise ConfigurationError(f"{path}: each run must be a mapping with configs, got {entry!r}")
     _check_keys(entry, _RUN_KEYS, f"{path}: run {entry.get('name', '')}".rstrip())
-    matrix = entry.get("matrix")
+    matrix = dict(entry.get("matrix") or {})
     if not matrix:
         return [entry]
+    exclude = [{k: str(v) for k, v in rule.items()} for rule in matrix.pop("exclude", [])]
     axes = [[v if isinstance(v, dict) else {key: v} for v in values] for key, values in matrix.items()]
     expanded = []
     for combination in itertools.product(*axes):
         variables = {k: str(v) for part in combination for k, v in part.items()}
+        if any(rule.items() <= variables.items() for rule in exclude):
+            continue
         expanded.append({k: _fill(v, variables, path) for k, v in entry.items() if k != "matrix"})
     return expanded
 
