@@ -4,6 +4,13 @@ The table has one column per teacher → student pair and the rows the CRD/DKD t
 the teacher, the student trained alone (vanilla), then each method; cells are the mean ± sample
 standard deviation of top-1 test accuracy (%) over seeds. Papers differ on which checkpoint
 they report, so there are two tables: the best-validation-epoch and the last-epoch checkpoint.
+
+``results.csv`` has one row per finished task: ``role`` is ``teacher`` for the suite's teacher
+runs (their network is in ``student``) and ``run`` otherwise; ``method`` is the row label
+(``vanilla`` for a run without a teacher); ``teacher``/``student`` are architecture names (class
+names, torchvision's model name); ``*_epoch`` and ``*_acc1``/``*_acc5`` are the best and last
+checkpoints' epochs and test accuracies; ``teacher_acc1`` is the teacher's test accuracy as
+measured in the run.
 """
 
 from __future__ import annotations

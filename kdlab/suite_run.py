@@ -146,8 +146,7 @@ def _result(task: Task, cli: Any, tests: dict[str, dict], seconds: float) -> dic
     return {
         "run": task.name,
         "role": task.role,
-        "method": task.method
-        or (task.configs[-1].rsplit("/", 1)[-1].rsplit(".", 1)[0] if has_teacher else "vanilla"),
+        "method": task.method or (Path(task.configs[-1]).stem if has_teacher else "vanilla"),
         "teacher": architecture(model.get("teacher")) if has_teacher else "",
         "student": architecture(model.get("student")),
         "seed": task.seed,
