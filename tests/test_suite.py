@@ -213,3 +213,13 @@ def test_the_digits_suite_runs_end_to_end(tmp_path, monkeypatch):
     assert len(suite.tasks) == 16
     table = (tmp_path / "table.md").read_text()
     assert "ConvNet → MLP" in table and "| ctkd |" in table
+
+
+def test_kdlab_suite_is_a_tool_of_the_kdlab_command_and_dry_run_prints_the_plan(tmp_path, capsys):
+    suite_file = write_suite(tmp_path, seeds="[0]")
+    assert kdlab_main(["suite", str(suite_file), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "# 0: teacher convnet seed 0 (to run)" in out and "# 2: run kd seed 0 (to run)" in out
+    teacher = tmp_path / "out" / "teachers" / "convnet" / "seed0" / "checkpoints" / "best.ckpt"
+    assert f"--seed_everything=0 --trainer.default_root_dir={tmp_path / 'out' / 'kd' / 'seed0'}" in out
+    assert f"--model.init_args.teacher_weights={teacher}" in out
