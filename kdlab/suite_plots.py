@@ -20,24 +20,30 @@ def _pyplot():
 
 
 def accuracy_vs_params(results: pd.DataFrame, path: Path, checkpoint: str = "best") -> Path:
-    """One point per (method, network): mean ± std top-1 test accuracy against parameters."""
+    """One point per (method, network): mean ± std top-1 test accuracy against parameters.
+
+    Methods that share a network are spread a little sideways so their error bars stay apart.
+    """
     plt = _pyplot()
     metric = f"{checkpoint}_acc1"
+    methods = list(dict.fromkeys(results["method"]))
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    grouped = results.groupby(["method", "student"], sort=False)
-    for index, ((method, network), group) in enumerate(grouped):
+    labelled: set[str] = set()
+    for (method, network), group in results.groupby(["method", "student"], sort=False):
         accuracy = 100 * group[metric].astype(float)
         std = float(accuracy.std()) if len(accuracy) > 1 else 0.0
-        marker = "s" if method == "teacher" else "o"
-        color = f"C{list(dict.fromkeys(results['method'])).index(method) % 10}"
+        index = methods.index(method)
+        params = float(group["params"].iloc[0]) * 1.04 ** (index - (len(methods) - 1) / 2)
         axis.errorbar(
-            group["params"].iloc[0], accuracy.mean(), yerr=std, fmt=marker, color=color, capsize=3,
-            label=method if method not in axis.get_legend_handles_labels()[1] else None,
+            params, accuracy.mean(), yerr=std, fmt="s" if method == "teacher" else "o", capsize=3,
+            color=f"C{index % 10}", label=None if method in labelled else method,
         )  # fmt: skip
-        axis.annotate(
-            network, (group["params"].iloc[0], accuracy.mean()), textcoords="offset points",
-            xytext=(5, -10 - 8 * (index % 2)), fontsize=7,
-        )  # fmt: skip
+        labelled.add(method)
+        if network not in labelled:  # name each network once
+            labelled.add(network)
+            axis.annotate(
+                network, (params, accuracy.mean()), textcoords="offset points", xytext=(6, 6), fontsize=7
+            )
     axis.set_xscale("log")
     axis.set_xlabel("parameters")
     axis.set_ylabel(f"top-1 test accuracy (%), {checkpoint} checkpoint")
