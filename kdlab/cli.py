@@ -29,6 +29,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line help)
     "demo": ("kdlab.demo:main", "teacher, vanilla student and KD student on the bundled digits, as a table"),
     "export": ("kdlab.export:main", "write a checkpoint's student as safetensors, TorchScript or ONNX"),
+    "suite": ("kdlab.suite:main", "run configs × seeds, write results.csv, a paper-style table and plots"),
 }
 
 

@@ -181,18 +181,18 @@ class DistillationModule(LightningModule):
             self.student.train(was_training)
 
     # ----------------------------------------------------------------------------- evaluation
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor | None]:
         teacher_accuracy = self._teacher_accuracy_pending and not self.trainer.sanity_checking
-        self._evaluate(Batch(*batch), "val", teacher_accuracy)
+        return self._evaluate(Batch(*batch), "val", teacher_accuracy)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(Batch(*batch), "test", teacher_accuracy=True)
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor | None]:
+        return self._evaluate(Batch(*batch), "test", teacher_accuracy=True)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.student(inputs).softmax(dim=1)
 
-    def _evaluate(self, batch: Batch, stage: str, teacher_accuracy: bool) -> None:
+    def _evaluate(self, batch: Batch, stage: str, teacher_accuracy: bool) -> dict[str, Tensor | None]:
         teacher = self.teacher_outputs(batch)
         student_logits = self.student(batch.inputs)
         self._take_tapped("student")
@@ -203,6 +203,9 @@ class DistillationModule(LightningModule):
         self.log_dict({f"{stage}/{name}": metric for name, metric in metrics.items()}, batch_size=size)
         loss = F.cross_entropy(student_logits, batch.targets)
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+        # Returned for callbacks (on_validation_batch_end), e.g. kdlab.callbacks.KDDashboard.
+        teacher_logits = None if teacher is None else teacher.logits
+        return {"logits": student_logits, "targets": batch.targets, "teacher_logits": teacher_logits}
 
     def on_validation_epoch_start(self) -> None:
         self._check_finite()

@@ -84,3 +84,35 @@ def config(run_dir: Path) -> dict:
             for item in record.config.update:
                 values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return values
+
+
+def media(run_dir: Path, key: str) -> list[dict]:
+    """Each logged value of the media (table, images) ``key``, its nested fields regrouped:
+    W&B stores ``{"_type": "table-file", "path": ...}`` under ``key/_type``, ``key/path``..."""
+    prefix = key + "/"
+    found = []
+    for row in history(run_dir):
+        fields = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
+        if "_type" in fields:
+            found.append(fields)
+    return found
+
+
+def table(run_dir: Path, key: str) -> tuple[list[str], list[list]]:
+    """Columns and rows of the last ``wandb.Table`` logged as ``key`` (read from its media file)."""
+    logged = [m for m in media(run_dir, key) if m["_type"] == "table-file"]
+    if not logged:
+        raise KeyError(f"no table logged as '{key}'")
+    content = json.loads((run_dir / "files" / logged[-1]["path"]).read_text())
+    return content["columns"], content["data"]
+
+
+def image_files(run_dir: Path, key: str) -> list[Path]:
+    """The image files of every ``wandb.Image`` logged as ``key``."""
+    files = []
+    for logged in media(run_dir, key):
+        if logged["_type"] == "images/separated":
+            files += [run_dir / "files" / name for name in logged["filenames"]]
+        elif logged["_type"] == "image-file":
+            files.append(run_dir / "files" / logged["path"])
+    return files
