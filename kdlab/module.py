@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from kdlab.epoch_means import EpochMeans
 from kdlab.errors import ConfigurationError, NonFiniteLossError
 from kdlab.losses.base import Distiller
 from kdlab.metrics import KDMetrics
@@ -90,6 +91,11 @@ class DistillationModule(LightningModule):
         self.tapped: dict[str, dict[str, Tensor]] = {"student": {}, "teacher": {}}
         self._pending_finite_check: tuple[Tensor, list[str], int] | None = None
         self._teacher_accuracy_pending = True
+        self.epoch_means = EpochMeans()
+        # Set by callbacks: a fast inference copy of the teacher (kdlab.callbacks.FastPaths) and a
+        # source of cached teacher logits for training batches (kdlab.callbacks.TeacherCache).
+        self.teacher_runner: Any = None
+        self.teacher_cache: Any = None
 
     # ----------------------------------------------------------------------------- the step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -98,30 +104,36 @@ class DistillationModule(LightningModule):
         teacher = self.teacher_outputs(batch)
         student = self.student_outputs(batch.inputs)
         terms = self.loss_terms(student, teacher, batch)
-        loss = torch.stack(list(terms.values())).sum()
-        self._pending_finite_check = (
-            torch.stack([t.detach() for t in terms.values()]),
-            list(terms),
-            batch_idx,
-        )
-        logged = {f"train/{name}": value.detach() for name, value in terms.items()}
-        self.log_dict(logged | {"train/loss": loss.detach()}, on_step=False, on_epoch=True, sync_dist=True)
-        return loss
+        values = torch.stack(list(terms.values()))
+        self._pending_finite_check = (values.detach(), list(terms), batch_idx)
+        self.epoch_means.update(terms, values.detach(), len(batch.targets))  # logged at epoch end
+        return values.sum()
 
     def student_outputs(self, inputs: Tensor) -> Outputs:
-        logits = self.student(inputs)
+        # float32 logits: under mixed precision the loss terms still compute in full precision.
+        logits = self.student(inputs).float()
         return Outputs(logits, self._take_tapped("student"))
 
     def teacher_outputs(self, batch: Batch) -> Outputs | None:
-        """The frozen teacher's outputs: eval mode, inference mode, returned as normal tensors."""
+        """The frozen teacher's outputs: cached logits for training batches when a teacher cache
+        serves them, else computed in eval and inference mode, returned as normal tensors."""
         if self.teacher is None:
             return None
-        self.teacher.eval()
-        with torch.inference_mode():
-            logits = self.teacher(batch.inputs)
+        if self.teacher_cache is not None and batch.views is not None:
+            return Outputs(self.teacher_cache.teacher_logits(batch, self.teacher_logits))
+        logits = self.teacher_logits(batch.inputs)
         # Inference tensors cannot be saved for backward; a clone outside the context can.
         features = {path: value.clone() for path, value in self._take_tapped("teacher").items()}
-        return Outputs(logits.clone(), features)
+        return Outputs(logits, features)
+
+    def teacher_logits(self, inputs: Tensor) -> Tensor:
+        """The frozen teacher's float32 logits for ``inputs`` (eval mode, inference mode)."""
+        if self.teacher.training:  # checking the root is cheap; eval() walks every submodule
+            self.teacher.eval()
+        run = self.teacher if self.teacher_runner is None else self.teacher_runner
+        with torch.inference_mode():
+            logits = run(inputs)
+        return logits.to(torch.float32, copy=True)  # a normal tensor, usable by autograd
 
     def loss_terms(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         """Each weighted term of the total loss, by name (``ce`` and the distillers' names)."""
@@ -189,8 +201,15 @@ class DistillationModule(LightningModule):
         if not self.trainer.sanity_checking:
             self._teacher_accuracy_pending = False
 
+    def on_train_epoch_start(self) -> None:
+        self.epoch_means.reset()
+
     def on_train_epoch_end(self) -> None:
         self._check_finite()
+        means = self.epoch_means.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        if means:
+            logged = {f"train/{name}": value for name, value in means.items()}
+            self.log_dict(logged | {"train/loss": torch.stack(list(means.values())).sum()})
 
     # ----------------------------------------------------------------------------- optimisation
     def trainable_parameters(self) -> list[nn.Parameter]:
