@@ -22,6 +22,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line help)
     "demo": ("kdlab.demo:main", "teacher, vanilla student and KD student on the bundled digits, as a table"),
     "export": ("kdlab.export:main", "write a checkpoint's student as safetensors, TorchScript or ONNX"),
+    "cache": ("kdlab.cache_fill:main", "fill a config's teacher-output cache upfront (TeacherCache)"),
 }
 
 
