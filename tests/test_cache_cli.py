@@ -12,7 +12,7 @@ from kdlab.cli import main
 from kdlab.data.augment import draw_views
 
 from .datagen import write_cifar10
-from .test_teacher_cache import random_teacher_file
+from .kd_helpers import random_teacher_file
 
 ADD_ON = Path(__file__).parents[1] / "experiments" / "cache" / "cifar.yaml"
 

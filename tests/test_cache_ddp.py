@@ -17,7 +17,7 @@ from kdlab.data.view_order import views_at_ranks
 from kdlab.models.cifar import resnet8
 
 from .datagen import write_cifar10
-from .test_teacher_cache import random_teacher_file
+from .kd_helpers import random_teacher_file
 
 WORKER = Path(__file__).with_name("ddp_cache_worker.py")
 SAMPLES = 105
