@@ -79,8 +79,9 @@ def run(args: argparse.Namespace, fit_args: list[str]) -> int:
     data.setup("fit")
     store = cache.attach(module, data)
     fast = next((c for c in callbacks if isinstance(c, FastPaths)), None)
-    if fast is not None and fast.fold_batchnorm:
-        module.teacher_runner = fast.build_teacher(module.teacher, None).__call__
+    if fast is not None:  # the same fast teacher as training would use
+        example = data.render_train(torch.arange(2), torch.zeros(2, dtype=torch.int64), args.device)
+        module.teacher_runner = fast.build_teacher(module.teacher, example).__call__
     label, selectors = plan(data, args.epochs, args.all_views, default_epochs=cli.trainer.max_epochs)
     print(f"kdlab cache: {store.directory}\n  filling {label}: {len(selectors)} × {store.samples} rows")
     start = time.perf_counter()
