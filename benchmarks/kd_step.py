@@ -15,7 +15,9 @@ images of CIFAR shape, or the real CIFAR-10 with ``--root``), the same augmentat
   (e) cached    kdlab KD with kdlab.callbacks.TeacherCache, filled upfront for the measured views
   (f) lightning student-only DistillationModule through Lightning (its overhead against (a))
 
-Printed: images/s (median over ``--repeats`` interleaved rounds), d/c, d'/c, e/a, Lightning's
+Printed: images/s (median over ``--repeats`` interleaved rounds; wall time, or with
+``--cpu-time`` this process's CPU time, which other processes on a shared machine disturb far
+less: use it with ``--threads 1`` there), d/c, d'/c, e/a, Lightning's
 overhead a/f - 1, and peak memory per variant (CUDA: max_memory_allocated; CPU: in a fresh
 process running only that variant, the peak resident memory during the variant above the
 resident memory before it, i.e. without the imported libraries). Targets
@@ -36,7 +38,7 @@ import time
 import warnings
 
 import torch
-from kd_variants import VARIANTS, Setting, measure
+from kd_variants import CLOCK, VARIANTS, Setting, measure
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore")
@@ -56,6 +58,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--root", help="prepared CIFAR-10 folder (cifar-10-batches-py); default: random")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-variant memory runs")
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time by process CPU time (for shared machines, --threads 1)"
+    )
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: one variant, print memory
     args = parser.parse_args(argv)
     args.pair = args.pair or ["resnet56:resnet20"]
@@ -125,13 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        CLOCK[0] = time.process_time
     with tempfile.TemporaryDirectory() as cache_root:
         if args.only:  # a child process measuring memory
             before = _reset_peak_rss()
             measure(settings(args, cache_root)[0], args.only)
             print(json.dumps({"peak_rss_mib": (_peak_rss() - before) / 2**20}))
             return
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+        clock = "process CPU time" if args.cpu_time else "wall time"
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, {clock}, "
               f"precision {args.precision}, {args.steps} timed steps after {args.warmup}, "
               f"median of {args.repeats} interleaved rounds")  # fmt: skip
         child_argv = _without_lists(argv)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ from kdlab.losses.base import Distiller
 from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
 from kdlab.teacher import freeze, load_teacher_weights, state_sha256
+
+if TYPE_CHECKING:
+    from kdlab.callbacks.teacher_cache import TeacherCache
 
 TEACHER_KEY = "kdlab_teacher"
 _MODULE_ARGS = ("student", "teacher", "distillers", "optimizer", "lr_scheduler")
@@ -94,8 +97,8 @@ class DistillationModule(LightningModule):
         self.epoch_means = EpochMeans()
         # Set by callbacks: a fast inference copy of the teacher (kdlab.callbacks.FastPaths) and a
         # source of cached teacher logits for training batches (kdlab.callbacks.TeacherCache).
-        self.teacher_runner: Any = None
-        self.teacher_cache: Any = None
+        self.teacher_runner: Callable[[Tensor], Tensor] | None = None
+        self.teacher_cache: TeacherCache | None = None
 
     # ----------------------------------------------------------------------------- the step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
