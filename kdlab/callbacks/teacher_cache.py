@@ -125,8 +125,9 @@ class TeacherCache(Callback):
         """Every training sample's cached logits for its view in ``epoch`` ``(N, C)``, or None
         if the cache misses any of them."""
         indices = torch.arange(self.store.samples)
-        views = self._datamodule.train_views(indices, epoch)
-        ranks = torch.cat([view_ranks(i, v) for i, v in zip(indices.split(4096), views.split(4096))])
+        chunks = indices.split(4096)  # (chunk, 162) hash tables stay small
+        views = torch.cat([self._datamodule.train_views(chunk, epoch) for chunk in chunks])
+        ranks = torch.cat([view_ranks(i, v) for i, v in zip(chunks, views.split(4096))])
         if not bool(self.store.filled(ranks, indices).all()):
             return None
         logits, valid = self.store.read(ranks, indices)
