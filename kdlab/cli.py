@@ -30,6 +30,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "demo": ("kdlab.demo:main", "teacher, vanilla student and KD student on the bundled digits, as a table"),
     "export": ("kdlab.export:main", "write a checkpoint's student as safetensors, TorchScript or ONNX"),
     "suite": ("kdlab.suite:main", "run configs × seeds, write results.csv, a paper-style table and plots"),
+    "cache": ("kdlab.cache_fill:main", "fill a config's teacher-output cache upfront (TeacherCache)"),
 }
 
 

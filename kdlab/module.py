@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +15,15 @@ from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from kdlab.callbacks.feature_taps import FeatureTaps, requested_taps, resolve_tap
+from kdlab.epoch_means import EpochMeans
 from kdlab.errors import ConfigurationError, NonFiniteLossError
 from kdlab.losses.base import BuildContext, Distiller
 from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
 from kdlab.teacher import freeze, load_teacher_weights, state_sha256
+
+if TYPE_CHECKING:
+    from kdlab.callbacks.teacher_cache import TeacherCache
 
 TEACHER_KEY = "kdlab_teacher"
 _MODULE_ARGS = ("student", "teacher", "distillers", "optimizer", "lr_scheduler")
@@ -94,6 +98,11 @@ class DistillationModule(LightningModule):
         self._pending_finite_check: tuple[Tensor, list[str], int] | None = None
         self._teacher_accuracy_pending = True
         self._distillers_built = False
+        self.epoch_means = EpochMeans()
+        # Set by callbacks: a fast inference copy of the teacher (kdlab.callbacks.FastPaths) and a
+        # source of cached teacher logits for training batches (kdlab.callbacks.TeacherCache).
+        self.teacher_runner: Callable[[Tensor], Tensor] | None = None
+        self.teacher_cache: TeacherCache | None = None
 
     # ----------------------------------------------------------------------------- the step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -102,30 +111,36 @@ class DistillationModule(LightningModule):
         teacher = self.teacher_outputs(batch)
         student = self.student_outputs(batch.inputs)
         terms = self.loss_terms(student, teacher, batch)
-        loss = torch.stack(list(terms.values())).sum()
-        self._pending_finite_check = (
-            torch.stack([t.detach() for t in terms.values()]),
-            list(terms),
-            batch_idx,
-        )
-        logged = {f"train/{name}": value.detach() for name, value in terms.items()}
-        self.log_dict(logged | {"train/loss": loss.detach()}, on_step=False, on_epoch=True, sync_dist=True)
-        return loss
+        values = torch.stack(list(terms.values()))
+        self._pending_finite_check = (values.detach(), list(terms), batch_idx)
+        self.epoch_means.update(terms, values.detach(), len(batch.targets))  # logged at epoch end
+        return values.sum()
 
     def student_outputs(self, inputs: Tensor) -> Outputs:
-        logits = self.student(inputs)
+        # float32 logits: under mixed precision the loss terms still compute in full precision.
+        logits = self.student(inputs).float()
         return Outputs(logits, self._take_tapped("student"))
 
     def teacher_outputs(self, batch: Batch) -> Outputs | None:
-        """The frozen teacher's outputs: eval mode, inference mode, returned as normal tensors."""
+        """The frozen teacher's outputs: cached logits for training batches when a teacher cache
+        serves them, else computed in eval and inference mode, returned as normal tensors."""
         if self.teacher is None:
             return None
-        self.teacher.eval()
-        with torch.inference_mode():
-            logits = self.teacher(batch.inputs)
+        if self.teacher_cache is not None and batch.views is not None:
+            return Outputs(self.teacher_cache.teacher_logits(batch, self.teacher_logits))
+        logits = self.teacher_logits(batch.inputs)
         # Inference tensors cannot be saved for backward; a clone outside the context can.
         features = {path: value.clone() for path, value in self._take_tapped("teacher").items()}
-        return Outputs(logits.clone(), features)
+        return Outputs(logits, features)
+
+    def teacher_logits(self, inputs: Tensor) -> Tensor:
+        """The frozen teacher's float32 logits for ``inputs`` (eval mode, inference mode)."""
+        if self.teacher.training:  # checking the root is cheap; eval() walks every submodule
+            self.teacher.eval()
+        run = self.teacher if self.teacher_runner is None else self.teacher_runner
+        with torch.inference_mode():
+            logits = run(inputs)
+        return logits.to(torch.float32, copy=True)  # a normal tensor, usable by autograd
 
     def loss_terms(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         """Each weighted term of the total loss, by name (``ce`` and the distillers' names).
@@ -214,8 +229,15 @@ class DistillationModule(LightningModule):
         if not self.trainer.sanity_checking:
             self._teacher_accuracy_pending = False
 
+    def on_train_epoch_start(self) -> None:
+        self.epoch_means.reset()
+
     def on_train_epoch_end(self) -> None:
         self._check_finite()
+        means = self.epoch_means.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        if means:
+            logged = {f"train/{name}": value for name, value in means.items()}
+            self.log_dict(logged | {"train/loss": torch.stack(list(means.values())).sum()})
 
     # ----------------------------------------------------------------------------- optimisation
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -15,21 +15,34 @@ SplitMix64 hash of ``(seed, epoch, sample index)`` computed on the device: a sam
 view in a given epoch whatever batch or process it lands in and after a resume, and anyone can
 recompute it with ``draw_views(indices, epoch, seed)`` and ``apply_views(images, view_ids, mean,
 std)``. Teacher and student consume the one augmented tensor, so they always see the same view.
+With ``views_per_sample=K`` each sample is restricted to K of its views, the same K for every
+seed (:mod:`kdlab.data.view_order`), which makes a teacher-output cache fill up after K epochs.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from kdlab.data.augment import IDENTITY_VIEW, ChannelStats, apply_views, draw_views, normalize
+from kdlab.data.augment import (
+    IDENTITY_VIEW,
+    NUM_VIEWS,
+    PADDING,
+    ChannelStats,
+    apply_views,
+    draw_views,
+    normalize,
+)
 from kdlab.data.cifar_files import FORMATS, files_present, missing_files_message, read_label_names, read_split
 from kdlab.data.sampling import batch_loader
 from kdlab.data.subsets import hold_out, select_per_class
+from kdlab.data.view_order import draw_subset_views
 
 _STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -77,9 +90,14 @@ class CIFARDataModule(LightningDataModule):
         coarse_labels: CIFAR-100's 20 superclasses instead of its 100 classes.
         augment: Random crop + flip for training (else every sample gets the identity view).
         pin_memory: Pin host batches for fast GPU copies (default: when CUDA is available).
+        views_per_sample: Restrict each training sample to this many of its 162 views (the same
+            ones for every seed), visited round-robin, one per epoch; a teacher-output cache
+            (``kdlab.callbacks.TeacherCache``) is then complete after that many epochs, as in
+            Fast Knowledge Distillation (Shen & Xing, ECCV 2022). None: all 162 views.
     """
 
     input_shape = (3, 32, 32)
+    num_views = NUM_VIEWS
 
     def __init__(
         self,
@@ -96,18 +114,22 @@ class CIFARDataModule(LightningDataModule):
         coarse_labels: bool = False,
         augment: bool = True,
         pin_memory: bool | None = None,
+        views_per_sample: int | None = None,
     ) -> None:
         super().__init__()
         _check_arguments(dataset, coarse_labels, val_fraction, classes, samples_per_class, train_fraction)
+        _check_views_per_sample(views_per_sample, augment)
         self.save_hyperparameters()
         self.dataset, self.root, self.download = dataset, Path(root).expanduser(), download
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.views_per_sample = views_per_sample
         self.classes = list(classes) if classes is not None else None
         self.coarse_labels = coarse_labels
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.label_names: list[str] = []
         self.splits: dict[str, TensorBatches] = {}
         self._stats = ChannelStats(*_STATS[dataset])
+        self._train_sha256: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -195,10 +217,7 @@ class CIFARDataModule(LightningDataModule):
     def augment_batch(self, batch: tuple[Tensor, ...], epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """A training batch: ``(images, targets, indices)`` -> ``(views, targets, indices, view_ids)``."""
         images, targets, indices = batch[:3]
-        if self.augment:
-            view_ids = draw_views(indices, epoch, self.seed)
-        else:
-            view_ids = torch.full_like(indices, IDENTITY_VIEW)
+        view_ids = self.train_views(indices, epoch)
         mean, std = self._stats.on(images.device)
         return apply_views(images, view_ids, mean, std), targets, indices, view_ids
 
@@ -206,6 +225,40 @@ class CIFARDataModule(LightningDataModule):
         """An evaluation batch: uint8 images normalised by the dataset's mean and std."""
         images, targets, indices = batch[:3]
         return normalize(images, *self._stats.on(images.device)), targets, indices
+
+    # ----------------------------------------------------------------------------- the view set
+    def train_views(self, indices: Tensor, epoch: int) -> Tensor:
+        """The view id each training sample in ``indices`` gets in ``epoch`` (on their device)."""
+        if not self.augment:
+            return torch.full_like(indices, IDENTITY_VIEW)
+        if self.views_per_sample is None:
+            return draw_views(indices, epoch, self.seed)
+        return draw_subset_views(indices, epoch, self.seed, self.views_per_sample)
+
+    def render_train(self, indices: Tensor, view_ids: Tensor, device: torch.device | str = "cpu") -> Tensor:
+        """Training samples ``indices`` (CPU int64) as views ``view_ids``, normalised, on ``device``."""
+        images = self.splits["train"].images[indices].to(device)
+        return apply_views(images, view_ids.to(device), *self._stats.on(images.device))
+
+    def view_set_identity(self) -> dict[str, Any]:
+        """What fixes the image of (training sample, view id): for keying a teacher-output cache.
+
+        The sha256 covers the training split's pixels in their order, so it identifies the
+        dataset, the selected subset (classes, samples, held-out validation) and the file copy.
+        """
+        if self._train_sha256 is None:
+            images = self.splits["train"].images.contiguous()
+            self._train_sha256 = hashlib.sha256(images.view(-1).numpy().data).hexdigest()
+        return {
+            "dataset": self.dataset,
+            "split": "train",
+            "samples": len(self.splits["train"]),
+            "pixels_sha256": self._train_sha256,
+            "views": f"pad{PADDING}-crop-flip/{NUM_VIEWS}",
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 def _resolve_classes(classes: list[str | int] | None, names: list[str]) -> list[int]:
@@ -224,6 +277,15 @@ def _resolve_classes(classes: list[str | int] | None, names: list[str]) -> list[
     if len(set(ids)) != len(ids):
         raise ValueError(f"classes names the same class twice: {classes}")
     return ids
+
+
+def _check_views_per_sample(views_per_sample: int | None, augment: bool) -> None:
+    if views_per_sample is None:
+        return
+    if not augment:
+        raise ValueError("views_per_sample needs augment=True (without augmentation there is one view)")
+    if not 1 <= views_per_sample <= NUM_VIEWS:
+        raise ValueError(f"views_per_sample must be in [1, {NUM_VIEWS}], got {views_per_sample}")
 
 
 def _check_arguments(
