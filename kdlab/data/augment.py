@@ -99,12 +99,30 @@ def apply_views(images: Tensor, view_ids: Tensor, mean: Stats, std: Stats) -> Te
             f"apply_views expects images (B, C, H, W) and view_ids (B,), got {tuple(images.shape)} "
             f"and {tuple(view_ids.shape)}"
         )
-    b, _, h, w = images.shape
-    offset_y, offset_x, flip = view_parameters(view_ids.to(images.device))
-    # One gather does crop and flip: the flipped copies sit behind the originals, and a crop of
-    # the flipped padded image at offset x is the flip of the crop at offset 2 * PADDING - x.
-    both = F.pad(torch.cat([images, images.flip(-1)]), (PADDING, PADDING, PADDING, PADDING))
-    windows = both.unfold(2, h, 1).unfold(3, w, 1)  # (2B, C, OFFSETS, OFFSETS, h, w), a view
-    source = torch.arange(b, device=images.device) + b * flip
-    offset_x = torch.where(flip, 2 * PADDING - offset_x, offset_x)
-    return normalize(windows[source, :, offset_y, offset_x], mean, std)
+    b, c, h, w = images.shape
+    # One gather does crop and flip: each view is a fixed map from output pixels to pixels of
+    # the zero-padded image (see _view_pixels).
+    padded = F.pad(images, (PADDING, PADDING, PADDING, PADDING)).view(b, c, -1)
+    pixels = _view_pixels(h, w, images.device).index_select(0, view_ids.to(images.device))
+    crops = padded.gather(2, pixels.unsqueeze(1).expand(b, c, h * w)).view(b, c, h, w)
+    return normalize(crops, mean, std)
+
+
+_VIEW_PIXELS: dict[tuple[int, int, torch.device], Tensor] = {}
+
+
+def _view_pixels(h: int, w: int, device: torch.device) -> Tensor:
+    """``(NUM_VIEWS, h * w)``: for each view and output pixel, its flat index in the padded image.
+
+    A crop at ``(offset_y, offset_x)`` of the image padded by ``PADDING``, flipped after the crop
+    when the view says so (``RandomCrop`` then ``RandomHorizontalFlip``). Built once per size and
+    device.
+    """
+    key = (h, w, torch.device(device))
+    if key not in _VIEW_PIXELS:
+        offset_y, offset_x, flip = view_parameters(torch.arange(NUM_VIEWS))
+        rows = torch.arange(h)[None, :, None] + offset_y[:, None, None]
+        columns = torch.arange(w)[None, None, :]
+        columns = torch.where(flip[:, None, None], w - 1 - columns, columns) + offset_x[:, None, None]
+        _VIEW_PIXELS[key] = (rows * (w + 2 * PADDING) + columns).reshape(NUM_VIEWS, h * w).to(device)
+    return _VIEW_PIXELS[key]
