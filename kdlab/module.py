@@ -14,12 +14,14 @@ from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from kdlab.callbacks.feature_taps import FeatureTaps, requested_taps, resolve_tap
+from kdlab.callbacks.feature_taps import FeatureTaps, requested_taps
+from kdlab.checks import check_logits, check_num_classes, unique_names, verify_teacher
 from kdlab.epoch_means import EpochMeans
 from kdlab.errors import ConfigurationError, NonFiniteLossError
-from kdlab.losses.base import BuildContext, Distiller
+from kdlab.losses.base import Distiller
 from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
+from kdlab.probing import build_distillers, example_from_data, num_training_samples
 from kdlab.teacher import freeze, load_teacher_weights, state_sha256
 
 if TYPE_CHECKING:
@@ -79,7 +81,7 @@ class DistillationModule(LightningModule):
             )
         if not ce_weight >= 0:  # also refuses NaN
             raise ConfigurationError(f"ce_weight must be a number >= 0, got {ce_weight}")
-        _check_num_classes(student, teacher)
+        check_num_classes(student, teacher)
         self.student = student
         self.teacher = None if teacher is None else freeze(teacher)
         self.teacher_source: dict[str, str | None] | None = None
@@ -88,7 +90,7 @@ class DistillationModule(LightningModule):
                 load_teacher_weights(teacher, teacher_weights) if teacher_weights else state_sha256(teacher)
             )
             self.teacher_source = {"path": teacher_weights, "sha256": digest}
-        self.distillers = nn.ModuleDict(_unique_names(distillers))
+        self.distillers = nn.ModuleDict(unique_names(distillers))
         self.ce_weight = ce_weight
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -161,22 +163,23 @@ class DistillationModule(LightningModule):
         """Probe both networks once with an example input, check that they fit the data, and let
         the distillers build their shape-dependent adapters (before the optimizer exists)."""
         needs_shapes = any(requested_taps(self.distillers.values()).values())
+        datamodule = self._datamodule()
         example = self.example_input()
         if example is None and needs_shapes:
-            example = self._example_from_data(stage)
+            example = example_from_data(datamodule, stage, self._parameter_device())
         if example is None:
             return
         student, teacher = self.probe(example)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        _check_logits(student.logits, teacher, getattr(datamodule, "num_classes", None))
+        check_logits(student.logits, teacher, getattr(datamodule, "num_classes", None))
         if teacher is not None and not self._distillers_built:
-            num_samples = self._num_training_samples(stage) if needs_shapes else None
-            self._build_distillers(student, teacher, num_samples)
+            num_samples = num_training_samples(datamodule, stage) if needs_shapes else None
+            networks = {"student": self.student, "teacher": self.teacher}
+            build_distillers(self.distillers, networks, {"student": student, "teacher": teacher}, num_samples)
+            self._distillers_built = True
 
     def example_input(self, batch_size: int = 2) -> Tensor | None:
         """Zeros shaped like the datamodule's ``input_shape``, or None if it does not declare one."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        shape = getattr(datamodule, "input_shape", None)
+        shape = getattr(self._datamodule(), "input_shape", None)
         return None if shape is None else torch.zeros(batch_size, *shape, device=self._parameter_device())
 
     def configure_callbacks(self) -> list:
@@ -277,51 +280,14 @@ class DistillationModule(LightningModule):
         checkpoint[TEACHER_KEY] = self.teacher_source
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        _verify_teacher(checkpoint.get(TEACHER_KEY), self.teacher_source)
+        verify_teacher(checkpoint.get(TEACHER_KEY), self.teacher_source)
         if self.teacher is not None:
             teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
 
     # ----------------------------------------------------------------------------- helpers
-    def _build_distillers(self, student: Outputs, teacher: Outputs, num_samples: int | None) -> None:
-        shapes = {"student": _shapes(student), "teacher": _shapes(teacher)}
-        paths: dict[str, dict[str, str]] = {"student": {}, "teacher": {}}
-        for role, wanted in requested_taps(self.distillers.values()).items():
-            for name, users in wanted.items():
-                paths[role][name] = resolve_tap(getattr(self, role), name)
-                if name not in shapes[role]:
-                    raise ConfigurationError(
-                        f"{role} tap '{name}' ({paths[role][name]}), read by {', '.join(users)}, produced "
-                        "nothing when the networks were probed: that layer is not called in forward(). Tap "
-                        "a layer that runs (see the model's feature_points)."
-                    )
-        context = BuildContext(self.student, self.teacher, paths["student"], paths["teacher"], num_samples)
-        for distiller in self.distillers.values():
-            distiller.build(shapes["student"], shapes["teacher"], context)
-            distiller.to(self._parameter_device())
-        self._distillers_built = True
-
-    def _example_from_data(self, stage: str) -> Tensor | None:
-        """Two inputs of the stage's first batch, for datamodules that declare no ``input_shape``."""
-        loader = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}.get(stage)
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or loader is None:
-            return None
-        inputs = Batch(*next(iter(getattr(datamodule, f"{loader}_dataloader")()))).inputs[:2]
-        # Only shapes matter here; integer images (normalised later on the device) become floats.
-        return (inputs if inputs.is_floating_point() else inputs.float()).to(self._parameter_device())
-
-    def _num_training_samples(self, stage: str) -> int | None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if stage != "fit" or datamodule is None:
-            return None
-        count = getattr(datamodule, "num_train_samples", None)
-        if count is None:
-            try:
-                count = len(datamodule.train_dataloader().dataset)
-            except TypeError:  # an iterable dataset has no length
-                return None
-        return count
+    def _datamodule(self) -> Any:
+        return None if self._trainer is None else getattr(self._trainer, "datamodule", None)
 
     def _parameter_device(self) -> torch.device:
         # Not self.device: during setup Lightning already reports the target device while the
@@ -362,63 +328,3 @@ class DistillationModule(LightningModule):
         except ImportError:  # older/newer Lightning: keep the safe behaviour
             pass
         self.save_hyperparameters(ignore=ignore)
-
-
-def _shapes(outputs: Outputs) -> dict[str, torch.Size]:
-    return {name: feature.shape for name, feature in outputs.features.items()}
-
-
-def _unique_names(distillers: list[Distiller]) -> dict[str, Distiller]:
-    named: dict[str, Distiller] = {}
-    for distiller in distillers:
-        if not isinstance(distiller, Distiller):
-            raise ConfigurationError(
-                f"distillers must be kdlab.losses.Distiller instances, got {type(distiller).__name__}"
-            )
-        name, suffix = distiller.name, 1
-        while name in named or name == "ce":
-            name, suffix = f"{distiller.name}_{suffix}", suffix + 1
-        named[name] = distiller
-    return named
-
-
-def _check_num_classes(student: nn.Module, teacher: nn.Module | None) -> None:
-    student_classes = getattr(student, "num_classes", None)
-    teacher_classes = getattr(teacher, "num_classes", None)
-    if student_classes is not None and teacher_classes is not None and student_classes != teacher_classes:
-        raise ConfigurationError(
-            f"the teacher predicts {teacher_classes} classes but the student {student_classes}: "
-            "give both the same num_classes (the CLI links it from data.num_classes)."
-        )
-
-
-def _check_logits(student_logits: Tensor, teacher: Outputs | None, data_classes: int | None) -> None:
-    produced = student_logits.shape[-1]
-    if teacher is not None and teacher.logits.shape[-1] != produced:
-        raise ConfigurationError(
-            f"the teacher predicts {teacher.logits.shape[-1]} classes but the student {produced}: "
-            "give both the same num_classes (the CLI links it from data.num_classes)."
-        )
-    if data_classes is not None and produced != data_classes:
-        raise ConfigurationError(
-            f"the data has {data_classes} classes but the student predicts {produced}: set the models' "
-            "num_classes to the data's (the CLI links it from data.num_classes)."
-        )
-
-
-def _verify_teacher(saved: dict[str, str | None] | None, current: dict[str, str | None] | None) -> None:
-    if saved == current:
-        return
-    if saved is None or current is None:
-        had = "was trained with a teacher" if saved else "was trained without a teacher"
-        raise ConfigurationError(
-            f"the checkpoint {had} but the current configuration "
-            f"{'has none' if current is None else 'has one'}; resume with the same model.teacher."
-        )
-    if saved["sha256"] != current["sha256"]:
-        was, now = saved["path"] or "built in code", current["path"] or "built in code"
-        raise ConfigurationError(
-            f"the teacher changed since the checkpoint was written: it was {was} (sha256 "
-            f"{saved['sha256'][:16]}…), now {now} (sha256 {current['sha256'][:16]}…). Restore the "
-            "original teacher file, or start a new run instead of resuming."
-        )
