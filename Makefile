@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` installs kdlab and distills on bundled data,
-# `make test` runs the linters and the test suite. Both create/reuse the virtualenv $(VENV).
+# `make test` runs the linters and the whole test suite (slow tests included, GPU tests
+# excluded; plain `pytest` runs the quick default set). Both create/reuse the virtualenv $(VENV).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m 'not gpu'
 
 clean:
 	rm -rf $(VENV) runs

@@ -91,7 +91,6 @@ def test_sbatch_script_passes_devices_run_dir_wandb_id_and_the_newest_checkpoint
     assert "WANDB_RUN_ID=kdlab-4242" in requeued, "the requeued job continues the same W&B run"
 
 
-@pytest.mark.slow
 def test_a_requeued_job_resumes_from_the_checkpoint_lightning_saved_on_sigusr1(tmp_path):
     stubs = tmp_path / "bin"
     _stub(stubs, "srun", 'exec "$@"')
