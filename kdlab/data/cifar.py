@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -40,7 +39,7 @@ from kdlab.data.augment import (
     normalize,
 )
 from kdlab.data.cifar_files import FORMATS, files_present, missing_files_message, read_label_names, read_split
-from kdlab.data.sampling import batch_loader
+from kdlab.data.sampling import SplitLoaders, batch_loader
 from kdlab.data.subsets import hold_out, select_per_class
 from kdlab.data.view_order import draw_subset_views
 
@@ -66,7 +65,7 @@ class TensorBatches(Dataset):
         return self.images.index_select(0, index), self.targets.index_select(0, index), index
 
 
-class CIFARDataModule(LightningDataModule):
+class CIFARDataModule(SplitLoaders):
     """CIFAR-10/100 from the official python release, augmented batch-wise on the device.
 
     Batches from the DataLoaders are ``(uint8 images (B, 3, 32, 32), int64 targets, int64
@@ -196,18 +195,6 @@ class CIFARDataModule(LightningDataModule):
             self.pin_memory,
             self.trainer,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     # ----------------------------------------------------------------------------- on the device
     def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:

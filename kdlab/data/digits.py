@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningDataModule
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
-from kdlab.data.sampling import batch_loader
+from kdlab.data.sampling import SplitLoaders, batch_loader
 
 
-class DigitsDataModule(LightningDataModule):
+class DigitsDataModule(SplitLoaders):
     """scikit-learn's 1,797 handwritten digits (8×8, 10 classes), no download needed.
 
     The stratified train/val/test split is fixed by ``seed``; pixels (0–16) are scaled to
@@ -90,18 +89,6 @@ class DigitsDataModule(LightningDataModule):
         return batch_loader(
             self.splits[split], self.batch_size, shuffle, hp.seed, hp.num_workers, False, self.trainer
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 def _subset_size(fraction: float, available: int, classes: int) -> int:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -16,7 +15,7 @@ from kdlab.data.augment import ChannelStats, normalize
 from kdlab.data.image_transforms import RandomResizedCropFlip, ResizeCenterCrop
 from kdlab.data.imagenet_classes import resolve_classes
 from kdlab.data.imagenet_files import decode, describe, find_damaged, layout_message, list_split, read_bytes
-from kdlab.data.sampling import batch_loader
+from kdlab.data.sampling import SplitLoaders, batch_loader
 from kdlab.data.subsets import hold_out, select_per_class
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,7 +62,7 @@ class ImageFileBatches(Dataset):
             return None
 
 
-class ImageNetDataModule(LightningDataModule):
+class ImageNetDataModule(SplitLoaders):
     """An ImageFolder tree ``root/{train,val}/<class>/*.JPEG``: ImageNet, a subset, or any such tree.
 
     Files are decoded by libjpeg-turbo (``torchvision.io``) in DataLoader workers, which build
@@ -183,18 +182,6 @@ class ImageNetDataModule(LightningDataModule):
         return batch_loader(
             self.splits[split], self.batch_size, shuffle, self.seed, workers, self.pin_memory, self.trainer
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
         images, targets, indices = batch[:3]

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from kdlab.data.hashing import counter_key
@@ -195,3 +196,23 @@ def batch_loader(
         persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(counter_key(seed, rank) >> 1),
     )
+
+
+class SplitLoaders(LightningDataModule):
+    """A DataModule whose four loaders are ``self._loader(split, shuffle)``: training shuffles,
+    evaluation keeps the split's order, and prediction reads the test split."""
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
