@@ -209,8 +209,8 @@ def test_the_digits_suite_runs_end_to_end(tmp_path, monkeypatch):
         main([str(suite_file), f"--output={tmp_path}", "--seeds=0", "--launcher=inprocess", "--", *fast]) == 0
     )
     results = pd.read_csv(tmp_path / "results.csv")
-    assert list(results["method"]) == ["teacher", "vanilla", "kd", "dkd", "dist", "ctkd"]
-    assert len(suite.tasks) == 16
+    assert list(results["method"]) == ["teacher", "vanilla", "kd", "dkd", "dist", "ctkd", "mlkd"]
+    assert len(suite.tasks) == 19
     table = (tmp_path / "table.md").read_text()
     assert "ConvNet → MLP" in table and "| ctkd |" in table
 
