@@ -118,7 +118,8 @@ def link_num_classes(config: Namespace) -> None:
         return
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data")
-    num_classes = getattr(parser.instantiate_classes(Namespace(data=data.clone())).data, "num_classes", None)
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in 4.49
+    num_classes = getattr(instantiate(Namespace(data=data.clone())).data, "num_classes", None)
     if not isinstance(num_classes, int):
         return
     for role in ("student", "teacher"):

@@ -139,7 +139,8 @@ def build_student(config: dict[str, Any], checkpoint: dict[str, Any]) -> nn.Modu
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--student", type=nn.Module)
     try:
-        model = parser.instantiate_classes(parser.parse_object({"student": config})).student
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in 4.49
+        model = instantiate(parser.parse_object({"student": config})).student
     except Exception as error:
         raise ExportError(f"cannot build the student {json.dumps(config)}: {error}") from None
     state = {k[len("student.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("student.")}
