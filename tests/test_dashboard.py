@@ -119,6 +119,7 @@ def offline(monkeypatch, tmp_path):
     import wandb
 
     wandb.finish()
+    wandb.teardown()  # its settings singleton would keep this test's environment
 
 
 def test_offline_wandb_run_holds_the_kd_dashboard(tmp_path, teacher, offline):

@@ -22,6 +22,7 @@ def offline(monkeypatch, tmp_path):
     import wandb
 
     wandb.finish()
+    wandb.teardown()  # its settings singleton would keep this test's environment
 
 
 def test_short_fit_logs_metrics_and_config_to_an_offline_wandb_run(tmp_path, offline):

@@ -27,6 +27,8 @@ def _payloads(data: bytes) -> Iterator[bytes]:
             continue
         _, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
         chunk = data[position + HEADER : position + HEADER + length]
+        if len(chunk) < length:  # the writer is still appending this record
+            return
         position += HEADER + length
         if kind == FULL:
             yield chunk
@@ -54,9 +56,16 @@ def records(path: Path) -> list:
 def finished_records(run_dir: Path, timeout: float = 60.0) -> list:
     """The run's records once its exit record is on disk (wandb-core flushes after finish())."""
     (path,) = run_dir.glob("run-*.wandb")
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + timeout
     while True:
-        found = records(path)
+        try:
+            found = records(path)
+        except DecodeError:  # read while a record was half written: read again
+            if time.monotonic() > deadline:
+                raise
+            found = []
         if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
