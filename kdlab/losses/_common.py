@@ -55,6 +55,7 @@ class PairedFeatureLoss(Distiller):
     """
 
     feature_dims: tuple[int, ...] = (4,)
+    tap_pair_count = (1, None)
 
     def build(
         self,

@@ -52,6 +52,7 @@ class AB(Distiller):
 
     student_taps = ("stage1_preact", "stage2_preact", "stage3_preact")
     teacher_taps = ("stage1_preact", "stage2_preact", "stage3_preact")
+    tap_pair_count = (1, None)
 
     def __init__(
         self,
@@ -68,7 +69,6 @@ class AB(Distiller):
                 f"AB: transfers only in its init phase, so init_epochs must be >= 1, got {init_epochs}"
             )
         self.init_epochs, self.margin, self.loss_scale = init_epochs, margin, loss_scale
-        self.tap_pairs()
         self.connectors = nn.ModuleList()
 
     def build(

@@ -53,7 +53,6 @@ class AT(PairedFeatureLoss):
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
         self.p = p
-        self.tap_pairs()
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
         return at_loss(student_feature, teacher_feature, self.p)

@@ -65,6 +65,9 @@ class Distiller(nn.Module):
     student_taps: tuple[str, ...] = ()
     teacher_taps: tuple[str, ...] = ()
     init_epochs: int = 0
+    #: How many (student, teacher) tap pairs the method takes, ``(least, most)`` (None: any);
+    #: checked when the distiller is created.
+    tap_pair_count: tuple[int, int | None] | None = None
 
     def __init__(
         self,
@@ -80,6 +83,8 @@ class Distiller(nn.Module):
             self.student_taps = _tap_names(self, "student_taps", student_taps)
         if teacher_taps is not None:
             self.teacher_taps = _tap_names(self, "teacher_taps", teacher_taps)
+        if self.tap_pair_count is not None:
+            self._check_tap_pair_count(*self.tap_pair_count)
 
     @property
     def name(self) -> str:
@@ -120,6 +125,16 @@ class Distiller(nn.Module):
                 f"{list(self.teacher_taps)} must name the same number of layers (they are paired in order)"
             )
         return list(zip(self.student_taps, self.teacher_taps, strict=True))
+
+    def _check_tap_pair_count(self, least: int, most: int | None) -> None:
+        count = len(self.tap_pairs())
+        if count < least or (most is not None and count > most):
+            bound = (
+                "exactly" if least == most else "at least" if most is None else f"at most {most} and at least"
+            )
+            raise ValueError(
+                f"{type(self).__name__}: takes {bound} {least} (student, teacher) tap pairs, got {count}"
+            )
 
     def shape_error(
         self, problem: str, pairs: Sequence[tuple[str, torch.Size, str, torch.Size]]

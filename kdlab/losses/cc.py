@@ -42,6 +42,7 @@ class CC(Distiller):
 
     student_taps = ("embedding",)
     teacher_taps = ("embedding",)
+    tap_pair_count = (1, 1)
 
     def __init__(
         self,
@@ -51,8 +52,6 @@ class CC(Distiller):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if len(self.tap_pairs()) != 1:
-            raise ValueError("CC: give exactly one student tap and one teacher tap")
         self.embedding_dim = embedding_dim
         self.embed_student: Embed | None = None
         self.embed_teacher: Embed | None = None

@@ -86,6 +86,7 @@ class CRD(Distiller):
 
     student_taps = ("embedding",)
     teacher_taps = ("embedding",)
+    tap_pair_count = (1, 1)
 
     def __init__(
         self,
@@ -98,8 +99,6 @@ class CRD(Distiller):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if len(self.tap_pairs()) != 1:
-            raise ValueError("CRD: give exactly one student tap and one teacher tap")
         if num_negatives < 1 or temperature <= 0 or not 0 <= momentum < 1:
             raise ValueError("CRD: needs num_negatives >= 1, temperature > 0 and 0 <= momentum < 1")
         self.embedding_dim, self.num_negatives = embedding_dim, num_negatives

@@ -43,6 +43,7 @@ class FitNet(Distiller):
 
     student_taps = ("stage2",)
     teacher_taps = ("stage2",)
+    tap_pair_count = (1, None)
 
     def __init__(
         self,
@@ -55,7 +56,6 @@ class FitNet(Distiller):
         if init_epochs < 0:
             raise ValueError(f"FitNet: init_epochs must be >= 0, got {init_epochs}")
         self.init_epochs = init_epochs
-        self.tap_pairs()
         self.regressors = nn.ModuleList()
 
     def build(

@@ -60,6 +60,7 @@ class FSP(Distiller):
 
     student_taps = ("stem", "stage1", "stage2", "stage3")
     teacher_taps = ("stem", "stage1", "stage2", "stage3")
+    tap_pair_count = (2, None)  # it relates consecutive layers
 
     def __init__(
         self,
@@ -69,8 +70,6 @@ class FSP(Distiller):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if len(self.tap_pairs()) < 2:
-            raise ValueError("FSP: relates consecutive layers, so it needs at least two tap pairs")
         if init_epochs < 1:
             raise ValueError(
                 f"FSP: transfers only in its init phase, so init_epochs must be >= 1, got {init_epochs}"

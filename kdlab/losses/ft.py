@@ -83,6 +83,7 @@ class FT(Distiller):
 
     student_taps = ("stage3",)
     teacher_taps = ("stage3",)
+    tap_pair_count = (1, 1)
 
     def __init__(
         self,
@@ -95,8 +96,6 @@ class FT(Distiller):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if len(self.tap_pairs()) != 1:
-            raise ValueError("FT: give exactly one student tap and one teacher tap")
         if init_epochs < 1:
             raise ValueError(
                 f"FT: the paraphraser must be trained first, so init_epochs must be >= 1, got {init_epochs}"

@@ -77,6 +77,7 @@ class KDSVD(Distiller):
 
     student_taps = ("stage1", "stage2", "stage3")
     teacher_taps = ("stage1", "stage2", "stage3")
+    tap_pair_count = (2, None)  # it relates consecutive layers
 
     def __init__(
         self,
@@ -86,8 +87,6 @@ class KDSVD(Distiller):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if len(self.tap_pairs()) < 2:
-            raise ValueError("KDSVD: relates consecutive layers, so it needs at least two tap pairs")
         self.k = k
 
     def build(

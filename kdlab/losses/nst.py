@@ -58,7 +58,6 @@ class NST(PairedFeatureLoss):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        self.tap_pairs()
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
         return nst_loss(student_feature, teacher_feature)

@@ -103,6 +103,7 @@ class OFD(Distiller):
 
     student_taps = ("stage1_preact", "stage2_preact", "stage3_preact")
     teacher_taps = ("stage1_preact", "stage2_preact", "stage3_preact")
+    tap_pair_count = (1, None)
 
     def __init__(
         self,
@@ -112,7 +113,6 @@ class OFD(Distiller):
         teacher_bns: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        self.tap_pairs()
         if teacher_bns is not None and len(teacher_bns) != len(self.teacher_taps):
             raise ValueError("OFD: give one teacher_bns path per teacher tap")
         self.teacher_bns = None if teacher_bns is None else list(teacher_bns)

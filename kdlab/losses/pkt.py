@@ -54,7 +54,6 @@ class PKT(PairedFeatureLoss):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        self.tap_pairs()
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
         return pkt_loss(student_feature, teacher_feature)

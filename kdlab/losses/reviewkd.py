@@ -89,6 +89,7 @@ class ReviewKD(Distiller):
 
     student_taps = ("stage1", "stage2", "stage3", "embedding")
     teacher_taps = ("stage1_preact", "stage2_preact", "stage3_preact", "embedding")
+    tap_pair_count = (1, None)
 
     def __init__(
         self,
@@ -98,7 +99,6 @@ class ReviewKD(Distiller):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        self.tap_pairs()
         self.max_mid_channels = max_mid_channels
         self.abfs = nn.ModuleList()  # deepest level first
         self.out_sizes: list[tuple[int, int]] = []

@@ -83,7 +83,6 @@ class RKD(PairedFeatureLoss):
         super().__init__(weight, student_taps, teacher_taps)
         self.distance_weight = distance_weight
         self.angle_weight = angle_weight
-        self.tap_pairs()
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
         return rkd_loss(student_feature, teacher_feature, self.distance_weight, self.angle_weight)

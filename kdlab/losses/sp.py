@@ -51,7 +51,6 @@ class SP(PairedFeatureLoss):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        self.tap_pairs()
 
     def pair_loss(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
         return sp_loss(student_feature, teacher_feature)

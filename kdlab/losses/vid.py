@@ -53,6 +53,7 @@ class VID(Distiller):
 
     student_taps = ("stage1", "stage2", "stage3")
     teacher_taps = ("stage1", "stage2", "stage3")
+    tap_pair_count = (1, None)
 
     def __init__(
         self,
@@ -67,7 +68,6 @@ class VID(Distiller):
             raise ValueError(f"VID: init_variance must exceed eps={eps}, got {init_variance}")
         self.init_variance = init_variance
         self.eps = eps
-        self.tap_pairs()
         self.regressors = nn.ModuleList()
         # A ParameterList, so the variances are registered, optimised and checkpointed.
         self.log_scales = nn.ParameterList()
