@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,9 @@ from kdlab.callbacks.feature_taps import FeatureTaps, requested_taps
 from kdlab.checks import check_logits, check_num_classes, unique_names, verify_teacher
 from kdlab.epoch_means import EpochMeans
 from kdlab.errors import ConfigurationError, NonFiniteLossError
+from kdlab.eval_memo import EvalLogitsMemo
 from kdlab.losses.base import Distiller
+from kdlab.lr_schedulers import RunLength, run_length
 from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
 from kdlab.probing import build_distillers, example_from_data, num_training_samples
@@ -53,7 +56,10 @@ class DistillationModule(LightningModule):
         distillers: Distillation terms, each with its own ``weight``.
         ce_weight: Weight of the cross-entropy term with the ground-truth labels.
         optimizer: Builds the optimizer over the student's and the distillers' parameters.
-        lr_scheduler: Builds an epoch-wise learning-rate scheduler for that optimizer.
+        lr_scheduler: Builds a learning-rate scheduler for that optimizer. Schedulers sized to the
+            run (:mod:`kdlab.lr_schedulers`) take their length from the trainer.
+        lr_scheduler_interval: Step the scheduler after every ``"epoch"`` or after every optimizer
+            ``"step"`` (one-cycle, warm-up + cosine per step).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class DistillationModule(LightningModule):
         ce_weight: float = 1.0,
         optimizer: OptimizerCallable = sgd,
         lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
         super().__init__()
         self._save_plain_hyperparameters(student, teacher, distillers, optimizer, lr_scheduler)
@@ -78,6 +85,10 @@ class DistillationModule(LightningModule):
             raise ConfigurationError(
                 f"distillers {[type(d).__name__ for d in distillers]} need a teacher: set model.teacher, "
                 "or remove the distillers to train without one."
+            )
+        if lr_scheduler_interval not in ("epoch", "step"):
+            raise ConfigurationError(
+                f"lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}"
             )
         if not ce_weight >= 0:  # also refuses NaN
             raise ConfigurationError(f"ce_weight must be a number >= 0, got {ce_weight}")
@@ -94,6 +105,7 @@ class DistillationModule(LightningModule):
         self.ce_weight = ce_weight
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
         self.metrics = nn.ModuleDict({"val": KDMetrics(), "test": KDMetrics()})
         # Filled by forward hooks (kdlab.callbacks.FeatureTaps), by role then module path.
         self.tapped: dict[str, dict[str, Tensor]] = {"student": {}, "teacher": {}}
@@ -101,6 +113,7 @@ class DistillationModule(LightningModule):
         self._teacher_accuracy_pending = True
         self._distillers_built = False
         self.epoch_means = EpochMeans()
+        self.eval_memo = EvalLogitsMemo()
         # Set by callbacks: a fast inference copy of the teacher (kdlab.callbacks.FastPaths) and a
         # source of cached teacher logits for training batches (kdlab.callbacks.TeacherCache).
         self.teacher_runner: Callable[[Tensor], Tensor] | None = None
@@ -199,38 +212,62 @@ class DistillationModule(LightningModule):
             self.student.train(was_training)
 
     # ----------------------------------------------------------------------------- evaluation
-    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor | None]:
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor | None]:
         teacher_accuracy = self._teacher_accuracy_pending and not self.trainer.sanity_checking
-        return self._evaluate(Batch(*batch), "val", teacher_accuracy)
+        return self._evaluate(Batch(*batch), "val", teacher_accuracy, dataloader_idx)
 
-    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor | None]:
-        return self._evaluate(Batch(*batch), "test", teacher_accuracy=True)
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor | None]:
+        return self._evaluate(Batch(*batch), "test", True, dataloader_idx)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.student(inputs).softmax(dim=1)
 
-    def _evaluate(self, batch: Batch, stage: str, teacher_accuracy: bool) -> dict[str, Tensor | None]:
-        teacher = self.teacher_outputs(batch)
+    def _evaluate(
+        self, batch: Batch, stage: str, teacher_accuracy: bool, dataloader_idx: int
+    ) -> dict[str, Tensor | None]:
+        teacher_logits = self._evaluation_teacher_logits(batch, stage, dataloader_idx)
         student_logits = self.student(batch.inputs)
         self._take_tapped("student")
-        metrics = self.metrics[stage].update(
-            student_logits, batch.targets, None if teacher is None else teacher.logits, teacher_accuracy
-        )
-        size = len(batch.targets)
-        self.log_dict({f"{stage}/{name}": metric for name, metric in metrics.items()}, batch_size=size)
-        loss = F.cross_entropy(student_logits, batch.targets)
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+        self.metrics[stage].update(student_logits, batch.targets, teacher_logits, teacher_accuracy)
         # Returned for callbacks (on_validation_batch_end), e.g. kdlab.callbacks.KDDashboard.
-        teacher_logits = None if teacher is None else teacher.logits
         return {"logits": student_logits, "targets": batch.targets, "teacher_logits": teacher_logits}
+
+    def _evaluation_teacher_logits(self, batch: Batch, stage: str, dataloader_idx: int) -> Tensor | None:
+        """The teacher's logits for an evaluation batch; on validation data computed once per run
+        (kdlab.eval_memo), since neither the frozen teacher nor the unaugmented samples change."""
+        if self.teacher is None:
+            return None
+
+        def compute() -> Tensor:
+            logits = self.teacher_logits(batch.inputs)
+            self._take_tapped("teacher")  # evaluation reads logits only
+            return logits
+
+        if stage != "val":
+            return compute()
+        loaders = self.trainer.val_dataloaders
+        loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
+        return self.eval_memo.logits(dataloader_idx, getattr(loader, "dataset", None), batch.indices, compute)
 
     def on_validation_epoch_start(self) -> None:
         self._check_finite()
 
     def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
         if not self.trainer.sanity_checking:
             self._teacher_accuracy_pending = False
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
+    def _log_evaluation(self, stage: str) -> None:
+        # Logged once per epoch, not per batch (see kdlab.metrics.KDMetrics); Lightning computes
+        # each metric (reduced over DDP processes) and resets it. A callback's own
+        # on_validation_epoch_end runs before this one and sees them from the next epoch on.
+        self.log_dict({f"{stage}/{name}": metric for name, metric in self.metrics[stage].updated().items()})
 
     def on_train_epoch_start(self) -> None:
         self.epoch_means.reset()
@@ -253,11 +290,32 @@ class DistillationModule(LightningModule):
         optimizer = self.optimizer_factory(self.trainable_parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
-        config = {"scheduler": scheduler, "interval": "epoch"}
+        with run_length(self._run_length):
+            scheduler = self.lr_scheduler_factory(optimizer)
+        config = {"scheduler": scheduler, "interval": self.lr_scheduler_interval}
         if isinstance(scheduler, ReduceLROnPlateau):
-            config["monitor"] = "val/acc1"
+            if self.lr_scheduler_interval == "step":
+                raise ConfigurationError(
+                    "ReduceLROnPlateau reads a validation metric, so it steps per epoch: set "
+                    "lr_scheduler_interval to 'epoch'"
+                )
+            # mode "max" watches the accuracy, "min" (torch's default) the validation loss
+            config["monitor"] = "val/acc1" if scheduler.mode == "max" else "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def _run_length(self) -> RunLength:
+        """The run's length in scheduler steps (for schedulers sized to the run)."""
+        trainer = self.trainer
+        if self.lr_scheduler_interval == "epoch":
+            return RunLength(total=trainer.max_epochs, per_epoch=1)
+        total = trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ConfigurationError(
+                "a learning-rate schedule sized to the run needs a finite run: set trainer.max_epochs "
+                "or trainer.max_steps, or the scheduler's total_steps"
+            )
+        per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        return RunLength(total=int(total), per_epoch=per_epoch)
 
     # ----------------------------------------------------------------------------- frozen teacher
     def on_fit_start(self) -> None:

@@ -35,6 +35,8 @@ def test_metrics_match_direct_computation():
 
 def test_without_teacher_only_student_metrics_update():
     metrics = KDMetrics()
-    updated = metrics.update(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
-    assert set(updated) == {"acc1", "acc5", "ece"}  # top-5 over 3 classes is capped at 3
+    logits, targets = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    metrics.update(logits, targets)
+    assert set(metrics.updated()) == {"acc1", "acc5", "ece", "loss"}  # top-5 of 3 classes: capped at 3
+    assert torch.isclose(metrics.loss.compute(), F.cross_entropy(logits, targets))
     assert metrics.acc5.compute() == 1.0
