@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from kdlab.callbacks.fast_paths import FastPaths
 from kdlab.checkpointing import AtomicCheckpointIO, BestAndLastCheckpoint, unreadable_checkpoint
 from kdlab.cli_overrides import as_list_arguments, split_indexed
 from kdlab.cli_parser import KDLabArgumentParser
@@ -38,7 +39,8 @@ class KDLabCLI(LightningCLI):
     """LightningCLI with kdlab defaults: any module/datamodule by ``class_path``, the number of
     classes stated once (``data.num_classes`` feeds student and teacher, see
     :func:`link_num_classes`), best/last checkpoints written atomically, random-generator
-    state in checkpoints, SLURM requeue at the end of a step, a CSV logger under
+    state in checkpoints, SLURM requeue at the end of a step, the fast teacher and memory layout of
+    :class:`~kdlab.callbacks.FastPaths` (configure one to change its options), a CSV logger under
     ``trainer.default_root_dir``, short errors with suggestions.
     """
 
@@ -90,7 +92,7 @@ class KDLabCLI(LightningCLI):
                 if isinstance(callback, BestAndLastCheckpoint) and callback.dirpath is None:
                     callback.dirpath = os.path.join(root, "checkpoints")
         kwargs["plugins"] = _with_atomic_checkpoints(config.get("plugins"))  # hpc checkpoints too
-        for default in (RandomState, RequeueAtStepEnd):
+        for default in (RandomState, RequeueAtStepEnd, FastPaths):
             if not any(isinstance(c, default) for c in callbacks):
                 callbacks.append(default())
         kwargs["callbacks"] = callbacks
