@@ -5,7 +5,7 @@ A suite file names teachers to train first and runs (configs × seeds) that may 
     name: digits
     output: runs/suites/digits
     seeds: [0, 1, 2]
-    args: [--trainer.max_epochs=30]          # appended to every run's command line
+    args: [--trainer.max_epochs=30]          # appended to every run's command line ({seed}: its seed)
     teachers:
       ConvNet:                               # trained once (seed: the first seed) ...
         configs: [experiments/digits/teacher.yaml]
@@ -141,7 +141,7 @@ def _teacher(
     checkpoint = spec.get("checkpoint", "best")
     if checkpoint not in ("best", "last"):
         raise ConfigurationError(f"{where}: checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    args = tuple(common + [str(a) for a in spec.get("args", [])])
+    args = _with_seed(common + [str(a) for a in spec.get("args", [])], seed)
     task = Task(index, "teacher", key, configs, args, seed, run_dir, method="teacher")
     return task, run_dir / "checkpoints" / f"{checkpoint}.ckpt"
 
@@ -159,10 +159,15 @@ def _run(
     if teacher is not None and str(teacher) not in weights:
         known = ", ".join(weights) or "none"
         raise ConfigurationError(f"{where}: unknown teacher '{teacher}'; the suite's teachers are: {known}")
-    args = tuple(common + [str(a) for a in entry.get("args", [])])
+    args = _with_seed(common + [str(a) for a in entry.get("args", [])], seed)
     run_dir = out / name / f"seed{seed}"
     method = entry.get("method")
     return Task(index, "run", name, configs, args, seed, run_dir, teacher and str(teacher), method)
+
+
+def _with_seed(args: list[str], seed: int) -> tuple[str, ...]:
+    """``{seed}`` in an argument is the task's seed (e.g. ``--data.init_args.seed={seed}``)."""
+    return tuple(arg.replace("{seed}", str(seed)) for arg in args)
 
 
 def _expand(path: Path, entry: Any) -> list[dict]:
@@ -210,7 +215,7 @@ def _fill(value: Any, variables: dict[str, str], path: Path) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return value.format_map(variables)
+        return value.format_map({"seed": "{seed}", **variables})  # {seed} is filled per seed
     except KeyError as error:
         raise ConfigurationError(
             f"{path}: '{value}' uses {{{error.args[0]}}}, which the matrix does not set "
