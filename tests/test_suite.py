@@ -147,7 +147,8 @@ def test_plan_expands_a_matrix_and_names_runs(tmp_path):
         f"  - name: '{{method}}/T{{temperature}}'\n"
         f"    configs: [{trainer}, {configs['kd']}]\n"
         f"    teacher: convnet\n"
-        f"    args: ['--model.init_args.distillers.0.init_args.temperature={{temperature}}']\n"
+        f"    args: ['--model.init_args.distillers.0.init_args.temperature={{temperature}}',\n"
+        f"           '--data.init_args.seed={{seed}}']\n"
         f"    matrix: {{temperature: [2, 4], method: [{{method: kd, other: x}}]}}\n"
         f"  - {{configs: [{trainer}, {configs['vanilla']}]}}\n"
     )
@@ -158,7 +159,11 @@ def test_plan_expands_a_matrix_and_names_runs(tmp_path):
         ("kd/T2", 0), ("kd/T4", 0), ("vanilla", 0),
         ("kd/T2", 1), ("kd/T4", 1), ("vanilla", 1),
     ]  # fmt: skip
-    assert suite.tasks[1].args[-1].endswith("temperature=2") and suite.tasks[1].teacher == "convnet"
+    assert suite.tasks[1].args[-2].endswith("temperature=2") and suite.tasks[1].teacher == "convnet"
+    assert [t.args[-1] for t in suite.tasks[1:] if t.name == "kd/T4"] == [
+        "--data.init_args.seed=0",
+        "--data.init_args.seed=1",
+    ]  # {seed}: each task's own
     assert suite.tasks[1].run_dir == tmp_path / "out" / "kd" / "T2" / "seed0"
     assert suite.teacher_weights["convnet"] == tmp_path / "out/teachers/convnet/seed0/checkpoints/best.ckpt"
 
