@@ -162,14 +162,18 @@ class DistillationModule(LightningModule):
 
         While some distiller is in its init phase (the first ``init_epochs`` epochs: AB, FT, FSP,
         two-stage FitNet), only the init objectives of those distillers train, as ``<name>_init``.
+        Every term computes in float32, also under mixed precision: autocast is off here and the
+        tapped features are upcast (in bfloat16, PKT's value on random features is off ~34x).
         """
-        initialising = {name: d for name, d in self.distillers.items() if self.current_epoch < d.init_epochs}
-        if initialising:
-            return {f"{name}_init": d.init_loss(student, teacher, batch) for name, d in initialising.items()}
-        terms = {"ce": self.ce_weight * F.cross_entropy(student.logits, batch.targets)}
-        for name, distiller in self.distillers.items():
-            terms[name] = distiller.weight * distiller(student, teacher, batch)
-        return terms
+        with torch.autocast(student.logits.device.type, enabled=False):
+            student, teacher = student.float(), None if teacher is None else teacher.float()
+            initialising = {n: d for n, d in self.distillers.items() if self.current_epoch < d.init_epochs}
+            if initialising:
+                return {f"{n}_init": d.init_loss(student, teacher, batch) for n, d in initialising.items()}
+            terms = {"ce": self.ce_weight * F.cross_entropy(student.logits, batch.targets)}
+            for name, distiller in self.distillers.items():
+                terms[name] = distiller.weight * distiller(student, teacher, batch)
+            return terms
 
     # ----------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:

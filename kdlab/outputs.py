@@ -35,3 +35,7 @@ class Outputs:
 
     logits: Tensor
     features: dict[str, Tensor] = field(default_factory=dict)
+
+    def float(self) -> Outputs:
+        """The same outputs in float32 (tensors that already are float32 are not copied)."""
+        return Outputs(self.logits.float(), {path: value.float() for path, value in self.features.items()})

@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
 
 from kdlab.callbacks import LossWeightSchedule
 from kdlab.cli import KDLabCLI
+from kdlab.outputs import Batch, Outputs
 
 from .kdlab_runs import QUIET
 
@@ -18,8 +21,6 @@ CIFAR100 = REPO / "experiments" / "cifar100"
 
 @pytest.fixture
 def skip_weight_init(monkeypatch):
-    import torch
-
     for name in ("kaiming_uniform_", "kaiming_normal_", "normal_", "uniform_", "xavier_uniform_"):
         monkeypatch.setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
 
@@ -36,3 +37,58 @@ def test_reviewkd_recipes_warm_the_weight_up_over_20_epochs(pair, tmp_path, skip
     (schedule,) = [c for c in cli.trainer.callbacks if isinstance(c, LossWeightSchedule)]
     assert schedule.warmup_epochs == 20
     assert [round(schedule.factor(epoch), 6) for epoch in (0, 9, 19, 30)] == [0.05, 0.5, 1.0, 1.0]
+
+
+FEATURE_METHODS = ["ab", "at", "cc", "crd", "fitnet", "fsp", "ft", "kdsvd", "nst", "ofd", "pkt", "reviewkd"]
+FEATURE_METHODS += ["rkd", "sp", "vid"]
+
+
+@pytest.mark.parametrize("method", FEATURE_METHODS)
+def test_loss_terms_compute_in_float32_under_bf16_autocast(method, tmp_path):
+    """The same features give the same terms with and without bf16 autocast (to 1e-5), and bf16
+    features (what autocast makes) give the float32 terms of their upcast values."""
+    cli = build([REPO / "experiments" / "digits" / f"{method}.yaml"], tmp_path)
+    module, data, seen = cli.model, cli.datamodule, {}
+
+    class Probe(Callback):  # outputs with the tapped features, while the feature hooks are in place
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen["batch"] = Batch(*batch)
+            seen["outputs"] = pl_module.probe(batch[0])
+
+    Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        callbacks=[Probe()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module, data)
+    batch, (student, teacher) = seen["batch"], seen["outputs"]
+    assert student.features and teacher.features
+
+    def terms(student: Outputs, teacher: Outputs, autocast: bool) -> dict[str, torch.Tensor]:
+        copy, _ = copy_module(module), torch.manual_seed(0)  # memory banks and negatives start equal
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.no_grad():
+            return copy.loss_terms(student, teacher, batch)
+
+    reference = terms(student, teacher, autocast=False)
+    mixed = terms(student, teacher, autocast=True)
+    assert reference.keys() == mixed.keys() and len(reference) >= 1
+    for name, value in reference.items():
+        assert mixed[name].dtype == torch.float32
+        torch.testing.assert_close(mixed[name], value, rtol=1e-5, atol=1e-7, msg=f"{method}: {name}")
+    halved = [Outputs(o.logits, {k: v.bfloat16() for k, v in o.features.items()}) for o in (student, teacher)]
+    upcast = [o.float() for o in halved]
+    for name, value in terms(*upcast, autocast=False).items():
+        torch.testing.assert_close(terms(*halved, autocast=True)[name], value, rtol=1e-5, atol=1e-7)
+
+
+def copy_module(module):
+    import copy
+
+    trainer, module._trainer = module._trainer, None
+    try:
+        return copy.deepcopy(module)
+    finally:
+        module._trainer = trainer
