@@ -31,7 +31,10 @@ PAIRS = [
 ]
 DKD_BETA = {"resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0, "vgg13-vgg8": 6.0, "vgg13-mobilenetv2": 6.0}
 DKD_BETA |= {"wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0}
-METHODS = ("kd", "dkd", "dist")
+# Logit standardization: (base temperature, KD weight) from the authors' per-pair logs; (2, 9) elsewhere
+LS = {"vgg13-vgg8": (3.0, 9.0), "vgg13-mobilenetv2": (3.0, 9.0), "resnet110-resnet20": (4.0, 12.0)}
+LS |= {"resnet50-mobilenetv2": (3.0, 1.0)}
+METHODS = ("kd", "dkd", "dist", "ctkd", "ls")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
@@ -112,7 +115,8 @@ def test_cifar_pair_file_follows_the_papers_recipe(pair, method):
     else:
         assert "optimizer" not in args
     (distiller,) = [build(spec) for spec in args["distillers"]]
-    callbacks = [build(spec) for spec in config["trainer"].get("callbacks", [])]
+    trainer = config["trainer"]
+    callbacks = [build(spec) for spec in trainer.get("callbacks", []) + trainer.get("callbacks+", [])]
     assert config["trainer"]["default_root_dir"] == f"runs/cifar100/{pair}/{method}"
     if method == "kd":
         assert (args["ce_weight"], distiller.weight, distiller.temperature) == (0.1, 0.9, 4.0)
@@ -122,9 +126,17 @@ def test_cifar_pair_file_follows_the_papers_recipe(pair, method):
         assert (args["ce_weight"], distiller.weight, distiller.alpha, distiller.beta) == (1.0, 1.0, 1.0, beta)
         assert distiller.temperature == 4.0
         assert [(type(c).__name__, c.warmup_epochs) for c in callbacks] == [("LossWeightSchedule", 20)]
-    else:
+    elif method == "dist":
         assert (args["ce_weight"], distiller.weight, distiller.beta, distiller.gamma) == (1.0, 2.0, 1.0, 1.0)
         assert distiller.temperature == 4.0 and callbacks == []
+    elif method == "ctkd":  # the authors' script: KD weights, temperature in [1, 21], 10-epoch curriculum
+        assert (args["ce_weight"], distiller.weight, distiller.temperature) == (0.1, 0.9, 4.0)
+        (ctkd,) = callbacks
+        assert (type(ctkd).__name__, ctkd.min_temperature, ctkd.temperature_range) == ("CTKD", 1.0, 20.0)
+        assert (ctkd.lambda_max, ctkd.lambda_epochs) == (1.0, 10)
+    else:
+        assert args["ce_weight"] == 0.1 and distiller.standardize and callbacks == []
+        assert (distiller.temperature, distiller.weight) == LS.get(pair, (2.0, 9.0))
 
 
 def _cifar_stack_missing() -> str | None:
