@@ -20,6 +20,7 @@ from kdlab.checks import check_logits, check_num_classes, unique_names, verify_t
 from kdlab.epoch_means import EpochMeans
 from kdlab.errors import ConfigurationError, NonFiniteLossError
 from kdlab.eval_memo import EvalLogitsMemo
+from kdlab.init_phase import InitPhaseOptimizer
 from kdlab.losses.base import Distiller
 from kdlab.lr_schedulers import RunLength, run_length
 from kdlab.metrics import KDMetrics
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from kdlab.callbacks.teacher_cache import TeacherCache
 
 TEACHER_KEY = "kdlab_teacher"
+INIT_OPTIMIZER_KEY = "kdlab_init_optimizer"
 _MODULE_ARGS = ("student", "teacher", "distillers", "optimizer", "lr_scheduler")
 
 
@@ -104,6 +106,7 @@ class DistillationModule(LightningModule):
         self.distillers = nn.ModuleDict(unique_names(distillers))
         self.ce_weight = ce_weight
         self.optimizer_factory = optimizer
+        self.init_optimizer = InitPhaseOptimizer(optimizer)  # multi-stage methods' init phase
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.metrics = nn.ModuleDict({"val": KDMetrics(), "test": KDMetrics()})
@@ -167,13 +170,17 @@ class DistillationModule(LightningModule):
         """
         with torch.autocast(student.logits.device.type, enabled=False):
             student, teacher = student.float(), None if teacher is None else teacher.float()
-            initialising = {n: d for n, d in self.distillers.items() if self.current_epoch < d.init_epochs}
+            initialising = self.initialising()
             if initialising:
                 return {f"{n}_init": d.init_loss(student, teacher, batch) for n, d in initialising.items()}
             terms = {"ce": self.ce_weight * F.cross_entropy(student.logits, batch.targets)}
             for name, distiller in self.distillers.items():
                 terms[name] = distiller.weight * distiller(student, teacher, batch)
             return terms
+
+    def initialising(self) -> dict[str, Distiller]:
+        """The distillers in their init phase this epoch, by name."""
+        return {name: d for name, d in self.distillers.items() if self.current_epoch < d.init_epochs}
 
     # ----------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -321,6 +328,18 @@ class DistillationModule(LightningModule):
         per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
         return RunLength(total=int(total), per_epoch=per_epoch)
 
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> Any:
+        """The run's optimizer steps, except in an init phase, which has its own (kdlab.init_phase)."""
+        initialising = self.initialising()
+        if not initialising:
+            self.init_optimizer.finish()
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        init = self.init_optimizer.get(self.trainable_parameters(), initialising.values())
+        self.trainer.strategy.optimizer_step(init, optimizer_closure, model=self)
+        return None
+
     # ----------------------------------------------------------------------------- frozen teacher
     def on_fit_start(self) -> None:
         if self.teacher is not None:
@@ -328,6 +347,9 @@ class DistillationModule(LightningModule):
             # are meant to be. Silence exactly that count so a student in eval mode still warns.
             count = sum(1 for _ in self.teacher.modules())
             warnings.filterwarnings("ignore", message=rf"Found {count} module\(s\) in eval mode")
+        if any(d.init_epochs for d in self.distillers.values()):
+            # The run's scheduler counts the init epochs while its optimizer waits for the main phase.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
 
     def train(self, mode: bool = True) -> DistillationModule:
         super().train(mode)
@@ -340,9 +362,12 @@ class DistillationModule(LightningModule):
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("teacher.")}
         checkpoint[TEACHER_KEY] = self.teacher_source
+        if self.init_optimizer.state_dict() is not None:
+            checkpoint[INIT_OPTIMIZER_KEY] = self.init_optimizer.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         verify_teacher(checkpoint.get(TEACHER_KEY), self.teacher_source)
+        self.init_optimizer.load_state_dict(checkpoint.get(INIT_OPTIMIZER_KEY))
         if self.teacher is not None:
             teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Callback, Trainer
 
 from kdlab.callbacks import LossWeightSchedule
@@ -92,3 +93,12 @@ def copy_module(module):
         return copy.deepcopy(module)
     finally:
         module._trainer = trainer
+
+
+@pytest.mark.parametrize("pair", sorted(p.parent.name for p in CIFAR100.glob("*/ft.yaml")))
+def test_ft_recipes_train_the_paraphraser_at_repdistillers_learning_rate(pair):
+    (spec,) = yaml.safe_load((CIFAR100 / pair / "ft.yaml").read_text())["model"]["init_args"]["distillers"]
+    student = pair.split("-")[1]
+    expected = 0.01 if student.startswith(("resnet", "wrn")) else None  # helper/pretrain.py
+    assert spec["init_args"].get("init_lr") == expected
+    assert spec["init_args"]["init_epochs"] == 30

@@ -113,3 +113,54 @@ def test_resume_continues_in_the_phase_of_the_checkpoint(trainer_kwargs, tmp_pat
     restored = snapshots.states[0]
     for key, value in saved["state_dict"].items():
         assert torch.equal(restored[key], value), key
+
+
+class OptimizerSteps(Callback):
+    """Per step: which optimizer stepped, at what learning rate, and whether the run's had a state."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, str, float, bool]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        which = "init" if optimizer is pl_module.init_optimizer.optimizer else "run"
+        run_state = bool(trainer.optimizers[0].state)
+        self.steps.append((trainer.current_epoch, which, optimizer.param_groups[0]["lr"], run_state))
+
+
+def test_init_phase_has_its_own_learning_rate_and_the_run_starts_with_a_fresh_optimizer(trainer_kwargs):
+    steps = OptimizerSteps()
+    module = _module(FT(init_epochs=1, init_lr=0.01))
+    module.optimizer_factory = lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    module.init_optimizer.factory = module.optimizer_factory
+    _fit(trainer_kwargs, module, epochs=2, callbacks=[steps])
+    assert steps.steps == [
+        (0, "init", 0.01, False),
+        (0, "init", 0.01, False),  # the run's optimizer has not stepped: no momentum yet
+        (1, "run", 0.05, False),  # ... when the main phase begins
+        (1, "run", 0.05, True),
+    ]
+    assert module.init_optimizer.optimizer is None  # dropped after the init phase
+
+
+def test_resume_in_the_init_phase_restores_its_optimizer_state(trainer_kwargs, tmp_path):
+    whole = _module(FT(init_epochs=3))
+    _fit(trainer_kwargs, whole, epochs=2)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    first = _module(FT(init_epochs=3))
+    _fit(trainer_kwargs | {"enable_checkpointing": True}, first, epochs=1, callbacks=[checkpoint])
+    assert "kdlab_init_optimizer" in torch.load(tmp_path / "last.ckpt", weights_only=True)
+    resumed = _module(FT(init_epochs=3))
+    _fit(trainer_kwargs, resumed, epochs=2, ckpt_path=tmp_path / "last.ckpt")
+    paraphraser = {k: v for k, v in whole.state_dict().items() if ".paraphraser." in k}
+    assert paraphraser
+    for key, value in paraphraser.items():  # momentum carried over: the same as without a break
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_distillers_in_their_init_phase_together_need_one_init_lr(trainer_kwargs):
+    fsp = FSP(init_epochs=1, init_lr=0.02, student_taps=STAGES, teacher_taps=STAGES)
+    module = _module(AB(init_epochs=1, init_lr=0.01), fsp)
+    with pytest.raises(Exception, match="set different init_lr values"):
+        _fit(trainer_kwargs, module, epochs=1)
+    with pytest.raises(ValueError, match="init_lr must be > 0"):
+        FT(init_lr=0)

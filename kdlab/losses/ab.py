@@ -44,6 +44,7 @@ class AB(Distiller):
     Args:
         weight: Unused after the init phase (the term is zero); kept for uniformity.
         init_epochs: Epochs of activation transfer (30 in RepDistiller).
+        init_lr: Learning rate of that phase (None: the run's, as RepDistiller).
         margin: Margin of the alternative loss.
         loss_scale: Scale of the summed init loss.
         student_taps: Student pre-activations (default the three stages').
@@ -58,17 +59,15 @@ class AB(Distiller):
         self,
         weight: float = 1.0,
         init_epochs: int = 30,
+        init_lr: float | None = None,
         margin: float = 1.0,
         loss_scale: float = 3e-3,
         student_taps: Sequence[str] | None = None,
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if init_epochs < 1:
-            raise ValueError(
-                f"AB: transfers only in its init phase, so init_epochs must be >= 1, got {init_epochs}"
-            )
-        self.init_epochs, self.margin, self.loss_scale = init_epochs, margin, loss_scale
+        self.init_phase(init_epochs, init_lr)
+        self.margin, self.loss_scale = margin, loss_scale
         self.connectors = nn.ModuleList()
 
     def build(

@@ -53,8 +53,10 @@ class Distiller(nn.Module):
     Multi-stage methods (AB, FT, FSP, two-stage FitNet) set ``init_epochs`` > 0 and implement
     :meth:`init_loss`: during the first ``init_epochs`` epochs of ``fit`` the module trains
     only the init objectives of the distillers still in their init phase (no cross-entropy,
-    no other term); the phase follows from the epoch counter, so a resumed run continues in
-    the right phase.
+    no other term), with an optimizer of their own (the run's class and hyper-parameters, at
+    ``init_lr``), as RepDistiller's init stage does: the run's optimizer starts the main phase
+    with a fresh state. The phase follows from the epoch counter, so a resumed run continues
+    in the right phase.
 
     Args:
         weight: Multiplier of this term in the total loss.
@@ -65,6 +67,8 @@ class Distiller(nn.Module):
     student_taps: tuple[str, ...] = ()
     teacher_taps: tuple[str, ...] = ()
     init_epochs: int = 0
+    #: Learning rate of the init phase (None: the run optimizer's configured one).
+    init_lr: float | None = None
     #: How many (student, teacher) tap pairs the method takes, ``(least, most)`` (None: any);
     #: checked when the distiller is created.
     tap_pair_count: tuple[int, int | None] | None = None
@@ -125,6 +129,16 @@ class Distiller(nn.Module):
                 f"{list(self.teacher_taps)} must name the same number of layers (they are paired in order)"
             )
         return list(zip(self.student_taps, self.teacher_taps, strict=True))
+
+    def init_phase(self, init_epochs: int, init_lr: float | None, least: int = 1) -> None:
+        """Set and check the init phase's length (at least ``least`` epochs) and learning rate."""
+        name = type(self).__name__
+        if isinstance(init_epochs, bool) or not isinstance(init_epochs, int) or init_epochs < least:
+            needs = "it trains only in its init phase, so " if least else ""
+            raise ValueError(f"{name}: {needs}init_epochs must be an integer >= {least}, got {init_epochs!r}")
+        if init_lr is not None and not init_lr > 0:
+            raise ValueError(f"{name}: init_lr must be > 0 (None: the run's learning rate), got {init_lr!r}")
+        self.init_epochs, self.init_lr = init_epochs, init_lr
 
     def _check_tap_pair_count(self, least: int, most: int | None) -> None:
         count = len(self.tap_pairs())

@@ -37,6 +37,7 @@ class FitNet(Distiller):
     Args:
         weight: Multiplier of the hint loss after the init phase.
         init_epochs: Epochs of hint-only training before the main phase (0: single stage).
+        init_lr: Learning rate of that phase (None: the run's).
         student_taps: The guided layer (default ``stage2``, RepDistiller's ``hint_layer=2``).
         teacher_taps: The hint layer (default ``stage2``).
     """
@@ -49,13 +50,12 @@ class FitNet(Distiller):
         self,
         weight: float = 100.0,
         init_epochs: int = 0,
+        init_lr: float | None = None,
         student_taps: Sequence[str] | None = None,
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if init_epochs < 0:
-            raise ValueError(f"FitNet: init_epochs must be >= 0, got {init_epochs}")
-        self.init_epochs = init_epochs
+        self.init_phase(init_epochs, init_lr, least=0)
         self.regressors = nn.ModuleList()
 
     def build(

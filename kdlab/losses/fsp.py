@@ -54,6 +54,7 @@ class FSP(Distiller):
     Args:
         weight: Unused after the init phase (the term is zero); kept for uniformity.
         init_epochs: Epochs of FSP training.
+        init_lr: Learning rate of that phase (None: the run's, as RepDistiller).
         student_taps: Student layers (default stem and the three stages, RepDistiller's ``feat[:-1]``).
         teacher_taps: Teacher layers with the same channel counts.
     """
@@ -66,15 +67,12 @@ class FSP(Distiller):
         self,
         weight: float = 1.0,
         init_epochs: int = 30,
+        init_lr: float | None = None,
         student_taps: Sequence[str] | None = None,
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if init_epochs < 1:
-            raise ValueError(
-                f"FSP: transfers only in its init phase, so init_epochs must be >= 1, got {init_epochs}"
-            )
-        self.init_epochs = init_epochs
+        self.init_phase(init_epochs, init_lr)
 
     def build(
         self,

@@ -74,6 +74,8 @@ class FT(Distiller):
     Args:
         weight: Multiplier of the factor loss.
         init_epochs: Epochs of paraphraser training.
+        init_lr: Learning rate of that phase (None: the run's). RepDistiller uses 0.01 for
+            ResNet and WRN students, the run's learning rate for the others.
         rate: Factor channels as a fraction of the teacher's.
         p1: Exponent of the factor maps.
         p2: Norm of the difference.
@@ -89,6 +91,7 @@ class FT(Distiller):
         self,
         weight: float = 200.0,
         init_epochs: int = 30,
+        init_lr: float | None = None,
         rate: float = 0.5,
         p1: float = 2.0,
         p2: float = 1.0,
@@ -96,11 +99,8 @@ class FT(Distiller):
         teacher_taps: Sequence[str] | None = None,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
-        if init_epochs < 1:
-            raise ValueError(
-                f"FT: the paraphraser must be trained first, so init_epochs must be >= 1, got {init_epochs}"
-            )
-        self.init_epochs, self.rate, self.p1, self.p2 = init_epochs, rate, p1, p2
+        self.init_phase(init_epochs, init_lr)  # the paraphraser must be trained first
+        self.rate, self.p1, self.p2 = rate, p1, p2
         self.paraphraser: Paraphraser | None = None
         self.translator: nn.Sequential | None = None
 
