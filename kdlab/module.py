@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -26,7 +27,7 @@ from kdlab.lr_schedulers import RunLength, run_length
 from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
 from kdlab.probing import build_distillers, example_from_data, num_training_samples
-from kdlab.teacher import freeze, load_teacher_weights, state_sha256
+from kdlab.teacher import batch_statistics, freeze, load_teacher_weights, state_sha256
 
 if TYPE_CHECKING:
     from kdlab.callbacks.teacher_cache import TeacherCache
@@ -126,7 +127,8 @@ class DistillationModule(LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = Batch(*batch)
         self._check_finite()  # the previous step's terms, checked one step late to avoid a host sync
-        teacher = self.teacher_outputs(batch)
+        with self._teacher_statistics():
+            teacher = self.teacher_outputs(batch)
         student = self.student_outputs(batch.inputs)
         terms = self.loss_terms(student, teacher, batch)
         values = torch.stack(list(terms.values()))
@@ -380,6 +382,11 @@ class DistillationModule(LightningModule):
         # Not self.device: during setup Lightning already reports the target device while the
         # parameters are still where they were built.
         return next(self.student.parameters(), torch.empty(0)).device
+
+    def _teacher_statistics(self) -> contextlib.AbstractContextManager:
+        """Batch statistics in the teacher's BatchNorms if a distiller asks for them (OFD's option)."""
+        wanted = any(d.teacher_batch_statistics for d in self.distillers.values())
+        return batch_statistics(self.teacher) if wanted and self.teacher else contextlib.nullcontext()
 
     def _take_tapped(self, role: str) -> dict[str, Tensor]:
         features, self.tapped[role] = self.tapped[role], {}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -139,3 +140,24 @@ def freeze(teacher: nn.Module) -> nn.Module:
     """Stop gradients into ``teacher`` and put it in eval mode (BatchNorm uses running stats)."""
     teacher.requires_grad_(False)
     return teacher.eval()
+
+
+@contextmanager
+def batch_statistics(network: nn.Module) -> Iterator[None]:
+    """Inside, ``network``'s BatchNorms normalise with each batch's own statistics and leave their
+    running statistics untouched, whatever the network's mode.
+
+    It is what a network in train mode computes, without the running-statistics update that
+    would make a frozen teacher drift. Done by hiding the running buffers (BatchNorm then uses
+    batch statistics and updates nothing) and putting them back afterwards.
+    """
+    hidden = []
+    for module in network.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            hidden.append((module, module.running_mean, module.running_var))
+            module.running_mean, module.running_var = None, None
+    try:
+        yield
+    finally:
+        for module, mean, var in hidden:
+            module.running_mean, module.running_var = mean, var

@@ -3,6 +3,7 @@ deviation that an audit against the authors' code found, so that it cannot come 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,12 @@ import torch
 import yaml
 from lightning.pytorch import Callback, Trainer
 
+from kdlab import DistillationModule
 from kdlab.callbacks import LossWeightSchedule
 from kdlab.cli import KDLabCLI
+from kdlab.data import DigitsDataModule
+from kdlab.losses import OFD
+from kdlab.models import ConvNet
 from kdlab.outputs import Batch, Outputs
 
 from .kdlab_runs import QUIET
@@ -86,8 +91,6 @@ def test_loss_terms_compute_in_float32_under_bf16_autocast(method, tmp_path):
 
 
 def copy_module(module):
-    import copy
-
     trainer, module._trainer = module._trainer, None
     try:
         return copy.deepcopy(module)
@@ -102,3 +105,47 @@ def test_ft_recipes_train_the_paraphraser_at_repdistillers_learning_rate(pair):
     expected = 0.01 if student.startswith(("resnet", "wrn")) else None  # helper/pretrain.py
     assert spec["init_args"].get("init_lr") == expected
     assert spec["init_args"]["init_epochs"] == 30
+
+
+class RecordingOFD(OFD):
+    """OFD that keeps the teacher features and inputs of the batches it saw."""
+
+    def forward(self, student, teacher, batch):
+        self.__dict__.setdefault("seen", []).append((batch.inputs, dict(teacher.features)))
+        return super().forward(student, teacher, batch)
+
+
+@pytest.mark.parametrize("batch_statistics", [False, True])
+def test_ofd_can_distil_from_the_teacher_on_batch_statistics_as_the_reference(
+    batch_statistics, trainer_kwargs
+):
+    torch.manual_seed(0)
+    teacher = ConvNet(width=8)
+    with torch.no_grad():  # running statistics unlike any batch's, so that the two modes differ
+        for module in teacher.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    ofd = RecordingOFD(teacher_batch_statistics=batch_statistics)
+    module = DistillationModule(ConvNet(width=4), teacher, distillers=[ofd])
+    options = {"max_steps": 2, "limit_val_batches": 1, "num_sanity_val_steps": 0}
+    Trainer(**(trainer_kwargs | options)).fit(module, DigitsDataModule(batch_size=32))
+    reference = copy.deepcopy(teacher).train(batch_statistics)  # the authors' code: train mode
+    taps = {}
+    handle = reference.layer3[2].register_forward_pre_hook(lambda m, args: taps.update(x=args[0].clone()))
+    inputs, features = ofd.seen[-1]
+    with torch.no_grad():
+        reference(inputs)
+    handle.remove()
+    torch.testing.assert_close(features["stage3_preact"], taps["x"])
+    after = teacher.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items()), (
+        "the teacher's running statistics changed"
+    )
+
+
+@pytest.mark.parametrize("pair", sorted(p.parent.name for p in CIFAR100.glob("*/ofd.yaml")))
+def test_ofd_recipes_distil_from_the_teachers_batch_statistics(pair):
+    (spec,) = yaml.safe_load((CIFAR100 / pair / "ofd.yaml").read_text())["model"]["init_args"]["distillers"]
+    assert OFD(**spec["init_args"]).teacher_batch_statistics

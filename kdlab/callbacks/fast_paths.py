@@ -79,6 +79,8 @@ class FastPaths(Callback):
         if taps:
             rank_zero_info(f"FastPaths: teacher run as it is, since distillers tap its layers {taps}")
             return
+        if any(d.teacher_batch_statistics for d in getattr(pl_module, "distillers", {}).values()):
+            return  # its BatchNorms normalise by batch statistics: nothing to fold
         self.teacher_copy = self.build_teacher(teacher, _example(pl_module))
         # A bound method, not a module: the copy must stay out of the state dict and parameters.
         pl_module.teacher_runner = self.teacher_copy.__call__

@@ -69,6 +69,9 @@ class Distiller(nn.Module):
     init_epochs: int = 0
     #: Learning rate of the init phase (None: the run optimizer's configured one).
     init_lr: float | None = None
+    #: Run the teacher on training batches with its BatchNorms on batch statistics, as reference
+    #: code that keeps the teacher in train mode does (OFD); its running statistics never change.
+    teacher_batch_statistics: bool = False
     #: How many (student, teacher) tap pairs the method takes, ``(least, most)`` (None: any);
     #: checked when the distiller is created.
     tap_pair_count: tuple[int, int | None] | None = None

@@ -99,6 +99,12 @@ class OFD(Distiller):
         teacher_taps: Teacher pre-activations paired with them.
         teacher_bns: Module paths of the teacher BatchNorms giving each margin (default: found
             from the taps).
+        teacher_batch_statistics: Run the teacher on training batches with its BatchNorms
+            normalising by each batch's statistics, as the authors' code and mdistiller do (they
+            keep the teacher in train mode). False: kdlab's frozen teacher in eval mode (running
+            statistics). Either way the teacher's running statistics are never updated (the
+            reference updates them but never uses them while distilling) and validation runs the
+            teacher in eval mode.
     """
 
     student_taps = ("stage1_preact", "stage2_preact", "stage3_preact")
@@ -111,8 +117,10 @@ class OFD(Distiller):
         student_taps: Sequence[str] | None = None,
         teacher_taps: Sequence[str] | None = None,
         teacher_bns: Sequence[str] | None = None,
+        teacher_batch_statistics: bool = False,
     ) -> None:
         super().__init__(weight, student_taps, teacher_taps)
+        self.teacher_batch_statistics = teacher_batch_statistics
         if teacher_bns is not None and len(teacher_bns) != len(self.teacher_taps):
             raise ValueError("OFD: give one teacher_bns path per teacher tap")
         self.teacher_bns = None if teacher_bns is None else list(teacher_bns)
