@@ -19,8 +19,9 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from kdlab.callbacks.feature_taps import FeatureTaps, requested_taps
 from kdlab.checks import check_logits, check_num_classes, unique_names, verify_teacher
 from kdlab.epoch_means import EpochMeans
-from kdlab.errors import ConfigurationError, NonFiniteLossError
+from kdlab.errors import ConfigurationError
 from kdlab.eval_memo import EvalLogitsMemo
+from kdlab.finite import FiniteGuard
 from kdlab.init_phase import InitPhaseOptimizer
 from kdlab.losses.base import Distiller
 from kdlab.lr_schedulers import RunLength, run_length
@@ -113,7 +114,8 @@ class DistillationModule(LightningModule):
         self.metrics = nn.ModuleDict({"val": KDMetrics(), "test": KDMetrics()})
         # Filled by forward hooks (kdlab.callbacks.FeatureTaps), by role then module path.
         self.tapped: dict[str, dict[str, Tensor]] = {"student": {}, "teacher": {}}
-        self._pending_finite_check: tuple[Tensor, list[str], int] | None = None
+        self.guard = FiniteGuard()  # non-finite terms and gradients, checked one step late
+        self._step_values: tuple[Tensor, int] | None = None
         self._teacher_accuracy_pending = True
         self._distillers_built = False
         self.epoch_means = EpochMeans()
@@ -126,13 +128,13 @@ class DistillationModule(LightningModule):
     # ----------------------------------------------------------------------------- the step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = Batch(*batch)
-        self._check_finite()  # the previous step's terms, checked one step late to avoid a host sync
+        self._check_finite()  # the previous step's terms and gradients (no host sync per step)
         with self._teacher_statistics():
             teacher = self.teacher_outputs(batch)
         student = self.student_outputs(batch.inputs)
         terms = self.loss_terms(student, teacher, batch)
         values = torch.stack(list(terms.values()))
-        self._pending_finite_check = (values.detach(), list(terms), batch_idx)
+        self._step_values = (values.detach(), batch_idx)  # checked with the gradients after backward
         self.epoch_means.update(terms, values.detach(), len(batch.targets))  # logged at epoch end
         return values.sum()
 
@@ -174,11 +176,14 @@ class DistillationModule(LightningModule):
             student, teacher = student.float(), None if teacher is None else teacher.float()
             initialising = self.initialising()
             if initialising:
-                return {f"{n}_init": d.init_loss(student, teacher, batch) for n, d in initialising.items()}
-            terms = {"ce": self.ce_weight * F.cross_entropy(student.logits, batch.targets)}
-            for name, distiller in self.distillers.items():
-                terms[name] = distiller.weight * distiller(student, teacher, batch)
-            return terms
+                parts = {f"{n}_init": d.init_loss for n, d in initialising.items()}
+            else:
+                parts = {"ce": lambda s, t, b: self.ce_weight * F.cross_entropy(s.logits, b.targets)}
+                parts |= {n: lambda s, t, b, d=d: d.weight * d(s, t, b) for n, d in self.distillers.items()}
+            self.guard.begin(list(parts), student.logits.device)
+            return {
+                name: term(self.guard.watch(name, student), teacher, batch) for name, term in parts.items()
+            }
 
     def initialising(self) -> dict[str, Distiller]:
         """The distillers in their init phase this epoch, by name."""
@@ -392,21 +397,18 @@ class DistillationModule(LightningModule):
         features, self.tapped[role] = self.tapped[role], {}
         return features
 
+    def on_after_backward(self) -> None:
+        if self._step_values is not None:
+            values, batch_idx = self._step_values
+            self.guard.record(values, batch_idx, self._parameters_trained())
+
+    def _parameters_trained(self) -> list[nn.Parameter]:
+        if getattr(self, "_trained", None) is None:
+            self._trained = self.trainable_parameters()
+        return self._trained
+
     def _check_finite(self) -> None:
-        if self._pending_finite_check is None:
-            return
-        values, names, batch_idx = self._pending_finite_check
-        self._pending_finite_check = None
-        finite = torch.isfinite(values)
-        if not bool(finite.all()):
-            bad = ", ".join(
-                f"{n}={v:g}" for n, v, ok in zip(names, values.tolist(), finite.tolist()) if not ok
-            )
-            raise NonFiniteLossError(
-                f"non-finite loss term(s) {bad} at epoch {self.current_epoch}, batch {batch_idx}. "
-                "Training stopped before the next checkpoint, so the last good checkpoint is kept. "
-                "Lower the learning rate or that term's weight, or check the batch's inputs."
-            )
+        self.guard.check(self.current_epoch, self)
 
     def _save_plain_hyperparameters(self, *modules: Any) -> None:
         # Under LightningCLI the hyper-parameters are the resolved config (plain dicts with

@@ -15,7 +15,9 @@ from kdlab import DistillationModule
 from kdlab.callbacks import LossWeightSchedule
 from kdlab.cli import KDLabCLI
 from kdlab.data import DigitsDataModule
-from kdlab.losses import OFD
+from kdlab.errors import NonFiniteLossError
+from kdlab.losses import KD, OFD
+from kdlab.losses.kdsvd import _SingularPairs, kdsvd_loss
 from kdlab.models import ConvNet
 from kdlab.outputs import Batch, Outputs
 
@@ -149,3 +151,56 @@ def test_ofd_can_distil_from_the_teacher_on_batch_statistics_as_the_reference(
 def test_ofd_recipes_distil_from_the_teachers_batch_statistics(pair):
     (spec,) = yaml.safe_load((CIFAR100 / pair / "ofd.yaml").read_text())["model"]["init_args"]["distillers"]
     assert OFD(**spec["init_args"]).teacher_batch_statistics
+
+
+# ------------------------------------------------------------ KD-SVD and non-finite gradients
+def _svd_pairs_loss(values, vectors, weights):
+    return (values * weights[0]).sum() + (vectors[..., :3] * weights[1][..., :3]).sum()
+
+
+@pytest.mark.parametrize("shape", [(16, 8), (6, 10), (9, 9)], ids=["tall", "wide", "square"])
+def test_kdsvd_singular_gradient_equals_autograd_where_values_are_distinct(shape):
+    torch.manual_seed(0)
+    matrix = torch.randn(3, *shape, dtype=torch.float64, requires_grad=True)
+    k = min(shape)
+    weights = (torch.randn(3, k, dtype=torch.float64), torch.randn(3, shape[1], k, dtype=torch.float64))
+    _, values, vectors_h = torch.linalg.svd(matrix, full_matrices=False)
+    (expected,) = torch.autograd.grad(_svd_pairs_loss(values, vectors_h.transpose(-2, -1), weights), matrix)
+    (got,) = torch.autograd.grad(_svd_pairs_loss(*_SingularPairs.apply(matrix), weights), matrix)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dead", ["a dead sample", "dead channels", "dead positions"])
+def test_kdsvd_gradients_are_finite_where_singular_values_repeat(dead):
+    torch.manual_seed(0)
+    student = [torch.randn(4, 16, 8, 8), torch.randn(4, 32, 4, 4)]
+    teacher = [torch.randn(4, 16, 8, 8), torch.randn(4, 32, 4, 4)]
+    if dead == "a dead sample":
+        student[0][1], student[1][1] = 0, 0
+    elif dead == "dead channels":
+        student[0][:, 2:], student[1][:, 3:] = 0, 0
+    else:
+        student[1][:, :, :2] = 0
+    student = [s.requires_grad_(True) for s in student]
+    loss = kdsvd_loss(student, teacher)
+    loss.backward()
+    assert loss.isfinite() and all(bool(s.grad.isfinite().all()) for s in student)
+
+
+class NaNGradient(KD):
+    """A term whose value is finite (0) but whose gradient is NaN: d/dx sqrt(x²) at 0."""
+
+    def forward(self, student, teacher, batch):
+        shift = student.logits - student.logits.detach()
+        return torch.sqrt(shift.pow(2).sum())
+
+
+def test_a_non_finite_gradient_stops_training_and_names_its_term(trainer_kwargs):
+    torch.manual_seed(0)
+    module = DistillationModule(ConvNet(width=4), ConvNet(width=4), distillers=[KD(), NaNGradient()])
+    options = {"max_steps": 3, "limit_val_batches": 0, "num_sanity_val_steps": 0}
+    with pytest.raises(NonFiniteLossError) as raised:
+        Trainer(**(trainer_kwargs | options)).fit(module, DigitsDataModule(batch_size=32))
+    message = str(raised.value)
+    assert "non-finite gradient of loss term(s) nangradient at epoch 0, batch 0" in message
+    assert "kd=" in message and "nangradient=0" in message  # the values, all finite
