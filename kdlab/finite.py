@@ -56,7 +56,8 @@ class FiniteGuard:
             return _Watch.apply(tensor, self._flags, index) if tensor.requires_grad else tensor
 
         features = {path: watched(value) for path, value in outputs.features.items()}
-        return Outputs(watched(outputs.logits), features)
+        strong = None if outputs.strong_logits is None else watched(outputs.strong_logits)
+        return Outputs(watched(outputs.logits), features, strong)
 
     def record(self, values: Tensor, batch_idx: int, parameters: list[nn.Parameter]) -> None:
         """After the backward pass: the terms' values and the finiteness of all gradients."""

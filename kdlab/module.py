@@ -38,6 +38,12 @@ INIT_OPTIMIZER_KEY = "kdlab_init_optimizer"
 _MODULE_ARGS = ("student", "teacher", "distillers", "optimizer", "lr_scheduler")
 
 
+def cross_entropy(outputs: Outputs, targets: Tensor) -> Tensor:
+    """Cross-entropy with the labels, summed over the views (weak, and strong if there is one)."""
+    loss = F.cross_entropy(outputs.logits, targets)
+    return loss if outputs.strong_logits is None else loss + F.cross_entropy(outputs.strong_logits, targets)
+
+
 def sgd(params: Iterable) -> Optimizer:
     """The CIFAR recipe of the CRD benchmark: SGD, lr 0.05, momentum 0.9, weight decay 5e-4."""
     return SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -132,6 +138,8 @@ class DistillationModule(LightningModule):
         with self._teacher_statistics():
             teacher = self.teacher_outputs(batch)
         student = self.student_outputs(batch.inputs)
+        if batch.strong_inputs is not None:  # a second, strongly augmented view (MLKD)
+            self._strong_view(batch.strong_inputs, student, teacher)
         terms = self.loss_terms(student, teacher, batch)
         values = torch.stack(list(terms.values()))
         self._step_values = (values.detach(), batch_idx)  # checked with the gradients after backward
@@ -154,6 +162,13 @@ class DistillationModule(LightningModule):
         # Inference tensors cannot be saved for backward; a clone outside the context can.
         features = {path: value.clone() for path, value in self._take_tapped("teacher").items()}
         return Outputs(logits, features)
+
+    def _strong_view(self, inputs: Tensor, student: Outputs, teacher: Outputs | None) -> None:
+        """Both networks' logits for the strong view, into their outputs (its taps are dropped)."""
+        student.strong_logits = self.student_outputs(inputs).logits
+        if teacher is not None:
+            teacher.strong_logits = self.teacher_logits(inputs)
+            self._take_tapped("teacher")
 
     def teacher_logits(self, inputs: Tensor) -> Tensor:
         """The frozen teacher's float32 logits for ``inputs`` (eval mode, inference mode)."""
@@ -178,7 +193,7 @@ class DistillationModule(LightningModule):
             if initialising:
                 parts = {f"{n}_init": d.init_loss for n, d in initialising.items()}
             else:
-                parts = {"ce": lambda s, t, b: self.ce_weight * F.cross_entropy(s.logits, b.targets)}
+                parts = {"ce": lambda s, t, b: self.ce_weight * cross_entropy(s, b.targets)}
                 parts |= {n: lambda s, t, b, d=d: d.weight * d(s, t, b) for n, d in self.distillers.items()}
             self.guard.begin(list(parts), student.logits.device)
             return {

@@ -14,13 +14,14 @@ from lightning.pytorch import Callback, Trainer
 from kdlab import DistillationModule
 from kdlab.callbacks import LossWeightSchedule
 from kdlab.cli import KDLabCLI
-from kdlab.data import DigitsDataModule
+from kdlab.data import CIFARDataModule, DigitsDataModule
 from kdlab.errors import NonFiniteLossError
-from kdlab.losses import KD, OFD
+from kdlab.losses import KD, MLKD, OFD
 from kdlab.losses.kdsvd import _SingularPairs, kdsvd_loss
-from kdlab.models import ConvNet
+from kdlab.models import MLP, ConvNet
 from kdlab.outputs import Batch, Outputs
 
+from .datagen import write_cifar10
 from .kdlab_runs import QUIET
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,3 +205,116 @@ def test_a_non_finite_gradient_stops_training_and_names_its_term(trainer_kwargs)
     message = str(raised.value)
     assert "non-finite gradient of loss term(s) nangradient at epoch 0, batch 0" in message
     assert "kd=" in message and "nangradient=0" in message  # the values, all finite
+
+
+# ----------------------------------------------------------------------------- MLKD
+def _authors_mlkd(student_weak, student_strong, teacher_weak, teacher_strong, targets):
+    """The total loss of the authors' KD_ours written from its formula (CE 0.1 on both views, KD weight
+    0.9, T in 4, 3, 5, 2, 6), with kdlab's reading of the strong view: all five temperatures on it."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    def kd(s, t, temperature):
+        p_t = F.softmax(t / temperature, 1)
+        return (p_t * (p_t.log() - F.log_softmax(s / temperature, 1))).sum(1).mean() * temperature**2
+
+    def gram_gap(s, t, temperature, dim):
+        p_s, p_t = F.softmax(s / temperature, 1), F.softmax(t / temperature, 1)
+        if dim == 0:  # classes
+            return ((p_t.T @ p_t - p_s.T @ p_s) ** 2).sum() / s.shape[1]
+        return ((p_t @ p_t.T - p_s @ p_s.T) ** 2).sum() / s.shape[0]
+
+    confidence = F.softmax(teacher_weak, 1).max(1).values
+    mask = confidence <= float(np.percentile(confidence.numpy(), 50))
+    class_confidence = F.softmax(teacher_weak, 1).sum(0)
+    class_mask = class_confidence <= float(np.percentile(class_confidence.numpy(), 50))
+    total = 0.1 * (F.cross_entropy(student_weak, targets) + F.cross_entropy(student_strong, targets))
+    for temperature in (4.0, 3.0, 5.0, 2.0, 6.0):
+        total = total + 0.9 * (kd(student_weak, teacher_weak, temperature) * mask).mean()
+        total = total + 0.9 * kd(student_strong, teacher_strong, temperature)
+        total = total + 0.9 * (gram_gap(student_weak, teacher_weak, temperature, 0) * class_mask).mean()
+        total = total + 0.9 * (gram_gap(student_weak, teacher_weak, temperature, 1) * mask).mean()
+    return total
+
+
+def test_mlkd_on_two_views_equals_the_authors_effective_loss():
+    torch.manual_seed(0)
+    logits = [torch.randn(64, 100) * 3 for _ in range(4)]
+    targets = torch.randint(0, 100, (64,))
+    module = DistillationModule(
+        MLP(num_classes=100), MLP(num_classes=100), distillers=[MLKD()], ce_weight=0.1
+    )
+    student, teacher = (
+        Outputs(logits[0], strong_logits=logits[1]),
+        Outputs(logits[2], strong_logits=logits[3]),
+    )
+    batch = Batch(torch.zeros(64, 1), targets, torch.arange(64))
+    total = sum(module.loss_terms(student, teacher, batch).values())
+    torch.testing.assert_close(total, _authors_mlkd(logits[0], logits[1], logits[2], logits[3], targets))
+
+
+def test_cifar_strong_view_is_a_reproducible_randaugmented_second_view(tmp_path):
+    write_cifar10(tmp_path, per_batch=40, test=10)
+    data = CIFARDataModule("cifar10", str(tmp_path), batch_size=32, strong_view=True)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    weak, *_, strong = data.augment_batch(batch, epoch=3)
+    assert strong.shape == weak.shape and strong.dtype == torch.float32
+    assert not torch.allclose(strong, weak)
+    assert torch.equal(strong, data.augment_batch(batch, epoch=3)[4])  # drawn by hash, not by a generator
+    assert not torch.equal(strong, data.augment_batch(batch, epoch=4)[4])
+    assert len(CIFARDataModule("cifar10", str(tmp_path), batch_size=32).augment_batch(batch, 3)) == 4
+    with pytest.raises(ValueError, match="strong_view needs augment=True"):
+        CIFARDataModule("cifar10", str(tmp_path), strong_view=True, augment=False)
+
+
+def test_each_randaugment_operation_changes_images_like_torchvision():
+    from torchvision.transforms.v2 import functional as TF
+
+    from kdlab.data.randaugment import OPERATIONS, _apply, _strength
+
+    images = torch.randint(40, 200, (4, 3, 32, 32), dtype=torch.uint8)  # room for autocontrast
+    for operation in OPERATIONS[1:]:
+        changed = _apply(images, operation, _strength(operation, magnitude=10, width=32))
+        assert not torch.equal(changed, images), operation
+    torch.testing.assert_close(_apply(images, "rotate", 10.0), TF.rotate(images, 10.0))
+    torch.testing.assert_close(_apply(images, "brightness", -0.3), TF.adjust_brightness(images, 0.7))
+
+
+def test_mlkd_fit_feeds_the_strong_view_to_student_teacher_and_cross_entropy(tmp_path, trainer_kwargs):
+    write_cifar10(tmp_path, per_batch=40, test=10)
+
+    class Recording(MLKD):
+        def forward(self, student, teacher, batch):
+            self.__dict__.setdefault("seen", []).append((student.strong_logits, teacher.strong_logits))
+            return super().forward(student, teacher, batch)
+
+    from kdlab.models.cifar import resnet8
+
+    mlkd = Recording()
+    module = DistillationModule(resnet8(num_classes=10), resnet8(num_classes=10), distillers=[mlkd])
+    data = CIFARDataModule("cifar10", str(tmp_path), batch_size=32, strong_view=True)
+    options = {"max_steps": 2, "limit_val_batches": 1, "num_sanity_val_steps": 0}
+    Trainer(**(trainer_kwargs | options)).fit(module, data)
+    assert len(mlkd.seen) == 2
+    assert all(
+        s is not None and s.requires_grad and t is not None and not t.requires_grad for s, t in mlkd.seen
+    )
+
+
+@pytest.mark.parametrize("pair", sorted(p.parent.name for p in CIFAR100.glob("*/mlkd.yaml")))
+def test_mlkd_recipes_follow_the_authors_configs(pair):
+    config = yaml.safe_load((CIFAR100 / pair / "mlkd.yaml").read_text())
+    args = config["model"]["init_args"]
+    (spec,) = args["distillers"]
+    mlkd = MLKD(**spec["init_args"])
+    assert config["data"]["init_args"]["strong_view"] and args["ce_weight"] == 0.1 and mlkd.weight == 0.9
+    assert (mlkd.instance_weight, mlkd.batch_weight, mlkd.class_weight, mlkd.strong_weight) == (
+        0.5,
+        0.5,
+        0.5,
+        1.0,
+    )
+    mobile = pair.endswith(("mobilenetv2", "shufflev1", "shufflev2"))
+    assert args["optimizer"]["init_args"]["lr"] == (0.01 if mobile else 0.025)
+    assert config["trainer"].get("max_epochs", 240) == (480 if mobile else 240)

@@ -94,6 +94,11 @@ def apply_views(images: Tensor, view_ids: Tensor, mean: Stats, std: Stats) -> Te
     Returns:
         Float32 images ``(B, C, H, W)``.
     """
+    return normalize(render_views(images, view_ids), mean, std)
+
+
+def render_views(images: Tensor, view_ids: Tensor) -> Tensor:
+    """Each uint8 image's view (crop from the zero-padded image, then flip), still uint8."""
     if images.ndim != 4 or view_ids.shape != images.shape[:1]:
         raise ValueError(
             f"apply_views expects images (B, C, H, W) and view_ids (B,), got {tuple(images.shape)} "
@@ -104,8 +109,7 @@ def apply_views(images: Tensor, view_ids: Tensor, mean: Stats, std: Stats) -> Te
     # the zero-padded image (see _view_pixels).
     padded = F.pad(images, (PADDING, PADDING, PADDING, PADDING)).view(b, c, -1)
     pixels = _view_pixels(h, w, images.device).index_select(0, view_ids.to(images.device))
-    crops = padded.gather(2, pixels.unsqueeze(1).expand(b, c, h * w)).view(b, c, h, w)
-    return normalize(crops, mean, std)
+    return padded.gather(2, pixels.unsqueeze(1).expand(b, c, h * w)).view(b, c, h, w)
 
 
 _VIEW_PIXELS: dict[tuple[int, int, torch.device], Tensor] = {}

@@ -37,8 +37,11 @@ from kdlab.data.augment import (
     apply_views,
     draw_views,
     normalize,
+    render_views,
 )
 from kdlab.data.cifar_files import FORMATS, files_present, missing_files_message, read_label_names, read_split
+from kdlab.data.hashing import counter_key
+from kdlab.data.randaugment import rand_augment
 from kdlab.data.sampling import SplitLoaders, batch_loader
 from kdlab.data.subsets import hold_out, select_per_class
 from kdlab.data.view_order import draw_subset_views
@@ -47,6 +50,7 @@ _STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+_STRONG_STREAM = 0x7374726F6E67  # "strong": the strong view's crop, apart from the weak one's
 _NUM_CLASSES = {("cifar10", False): 10, ("cifar100", False): 100, ("cifar100", True): 20}
 
 
@@ -94,6 +98,10 @@ class CIFARDataModule(SplitLoaders):
             ones for every seed), visited round-robin, one per epoch; a teacher-output cache
             (``kdlab.callbacks.TeacherCache``) is then complete after that many epochs, as in
             Fast Knowledge Distillation (Shen & Xing, ECCV 2022). None: all 162 views.
+        strong_view: Training batches also carry a strong view of each sample (another crop +
+            flip, then RandAugment(2, 10), :mod:`kdlab.data.randaugment`), for methods that
+            train on weak and strong views together (MLKD): batches become ``(weak, targets,
+            indices, view_ids, strong)``.
     """
 
     input_shape = (3, 32, 32)
@@ -115,14 +123,17 @@ class CIFARDataModule(SplitLoaders):
         augment: bool = True,
         pin_memory: bool | None = None,
         views_per_sample: int | None = None,
+        strong_view: bool = False,
     ) -> None:
         super().__init__()
         _check_arguments(dataset, coarse_labels, val_fraction, classes, samples_per_class, train_fraction)
         _check_views_per_sample(views_per_sample, augment)
+        if strong_view and not augment:
+            raise ValueError("strong_view needs augment=True (the strong view is an augmented one)")
         self.save_hyperparameters()
         self.dataset, self.root, self.download = dataset, Path(root).expanduser(), download
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
-        self.views_per_sample = views_per_sample
+        self.views_per_sample, self.strong_view = views_per_sample, strong_view
         self.classes = list(classes) if classes is not None else None
         self.coarse_labels = coarse_labels
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -202,12 +213,17 @@ class CIFARDataModule(SplitLoaders):
             return self.augment_batch(batch, self.trainer.current_epoch)
         return self.normalize_batch(batch)
 
-    def augment_batch(self, batch: tuple[Tensor, ...], epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """A training batch: ``(images, targets, indices)`` -> ``(views, targets, indices, view_ids)``."""
+    def augment_batch(self, batch: tuple[Tensor, ...], epoch: int) -> tuple[Tensor, ...]:
+        """A training batch: ``(images, targets, indices)`` -> ``(views, targets, indices, view_ids)``,
+        and the strong views last if ``strong_view``."""
         images, targets, indices = batch[:3]
         view_ids = self.train_views(indices, epoch)
         mean, std = self._stats.on(images.device)
-        return apply_views(images, view_ids, mean, std), targets, indices, view_ids
+        weak = apply_views(images, view_ids, mean, std), targets, indices, view_ids
+        if not self.strong_view:
+            return weak
+        crops = render_views(images, draw_views(indices, epoch, counter_key(self.seed, _STRONG_STREAM)))
+        return (*weak, normalize(rand_augment(crops, indices, epoch, self.seed), mean, std))
 
     def normalize_batch(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
         """An evaluation batch: uint8 images normalised by the dataset's mean and std."""
