@@ -318,3 +318,18 @@ def test_mlkd_recipes_follow_the_authors_configs(pair):
     mobile = pair.endswith(("mobilenetv2", "shufflev1", "shufflev2"))
     assert args["optimizer"]["init_args"]["lr"] == (0.01 if mobile else 0.025)
     assert config["trainer"].get("max_epochs", 240) == (480 if mobile else 240)
+
+
+SOURCES = ("CRD", "authors'", "paper", "kdlab's choice", "RepDistiller", "mdistiller", "torchvision")
+RECIPES = [
+    p
+    for folder in ("cifar10", "cifar100", "digits", "imagenet", "trainer", "method")
+    for p in sorted((REPO / "experiments" / folder).rglob("*.yaml"))
+    if not p.name.startswith("suite")
+]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(REPO / "experiments").as_posix())
+def test_every_recipe_says_where_its_numbers_come_from(path):
+    header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    assert any(source in header for source in SOURCES), f"{path}: name the paper, script or kdlab's choice"
