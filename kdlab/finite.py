@@ -88,6 +88,12 @@ class FiniteGuard:
         if bad_values:  # the message the tests and users know: "non-finite loss term(s) kd=nan at ..."
             raise NonFiniteLossError(f"non-finite loss term(s) {bad_values} {where}. {advice}")
         bad_grads = ", ".join(n for n, good in zip(names, ok) if not good)
+        if not bad_grads and _world_size() > 1:  # DDP averaged another process's non-finite gradient in
+            raise NonFiniteLossError(
+                "another process of this distributed run stopped on a non-finite loss term or gradient "
+                f"(the gradients averaged over the processes were not finite here {where}), so this one "
+                "cannot go on; read that process's error above"
+            )
         if not bad_grads:  # no term's watched outputs saw it (e.g. inside a term's own regressor)
             bad_grads = f"(parameters {_non_finite(module)})"
         shown = ", ".join(f"{n}={v:g}" for n, v in zip(names, values))
@@ -95,6 +101,11 @@ class FiniteGuard:
             f"non-finite gradient of loss term(s) {bad_grads} {where}, although every term's value was "
             f"finite ({shown}). {advice}"
         )
+
+
+def _world_size() -> int:
+    available = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_world_size() if available else 1
 
 
 def _non_finite(module: nn.Module, shown: int = 5) -> str:
