@@ -64,7 +64,9 @@ class _SingularPairs(torch.autograd.Function):
 def _top_singular(feature: Tensor, count: int) -> tuple[Tensor, Tensor]:
     """Normalised top ``count`` singular values ``(batch, count)`` and right vectors ``(batch, C, count)``
     of each sample's ``(H·W, C)`` feature matrix."""
-    matrix = feature.flatten(2).transpose(1, 2).float()  # no half-precision SVD
+    matrix = feature.flatten(2).transpose(1, 2)
+    if matrix.dtype in (torch.float16, torch.bfloat16):  # no half-precision SVD
+        matrix = matrix.float()
     values, vectors = _SingularPairs.apply(matrix)
     values, vectors = _finite(values), _finite(vectors)
     return F.normalize(values[:, :count], dim=1), F.normalize(vectors[:, :, :count], dim=1)
