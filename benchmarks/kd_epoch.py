@@ -27,9 +27,9 @@ from kd_variants import CLOCK, Setting, kdlab_fit, kdlab_module
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import disable_possible_user_warnings
 
-from kdlab.cache_fill import fill, plan
 from kdlab.callbacks import TeacherCache
 from kdlab.data import CIFARDataModule
+from kdlab.tools.cache_fill import fill, plan
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore")

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer
 
 from kdlab import DistillationModule
-from kdlab.cache_fill import fill
 from kdlab.callbacks import FastPaths, TeacherCache
 from kdlab.data import CIFARDataModule
 from kdlab.data.cifar import TensorBatches
 from kdlab.losses import KD
 from kdlab.models.cifar import ZOO
 from kdlab.module import sgd
+from kdlab.tools.cache_fill import fill
 
 # Wall time by default; kd_step.py --cpu-time switches to this process's CPU time, which other
 # processes on a shared machine disturb far less (meaningful with --threads 1).
@@ -186,7 +186,7 @@ def prefilled_cache(setting: Setting, module: DistillationModule, data: CIFARDat
     data.setup("fit")
     store = cache.attach(module.to(setting.device), data)
     fill(store, module, data, [partial(data.train_views, epoch=0)], setting.batch_size, setting.device)
-    module.teacher_cache = None
+    module.teacher_inference.use_cache(None)
     return cache
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from kdlab.callbacks.feature_taps import FeatureTaps, requested_taps
 from kdlab.checks import check_logits, check_num_classes, unique_names, verify_teacher
 from kdlab.epoch_means import EpochMeans
 from kdlab.errors import ConfigurationError
@@ -28,10 +27,9 @@ from kdlab.lr_schedulers import RunLength, run_length
 from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
 from kdlab.probing import build_distillers, example_from_data, num_training_samples
+from kdlab.taps import FeatureTaps, requested_taps
 from kdlab.teacher import batch_statistics, freeze, load_teacher_weights, state_sha256
-
-if TYPE_CHECKING:
-    from kdlab.callbacks.teacher_cache import TeacherCache
+from kdlab.teacher_inference import TeacherInference
 
 TEACHER_KEY = "kdlab_teacher"
 INIT_OPTIMIZER_KEY = "kdlab_init_optimizer"
@@ -118,18 +116,15 @@ class DistillationModule(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.metrics = nn.ModuleDict({"val": KDMetrics(), "test": KDMetrics()})
-        # Filled by forward hooks (kdlab.callbacks.FeatureTaps), by role then module path.
-        self.tapped: dict[str, dict[str, Tensor]] = {"student": {}, "teacher": {}}
+        self.taps = FeatureTaps()  # hooks for the layers distillers read, attached at set-up
         self.guard = FiniteGuard()  # non-finite terms and gradients, checked one step late
         self._step_values: tuple[Tensor, int] | None = None
         self._teacher_accuracy_pending = True
         self._distillers_built = False
         self.epoch_means = EpochMeans()
         self.eval_memo = EvalLogitsMemo()
-        # Set by callbacks: a fast inference copy of the teacher (kdlab.callbacks.FastPaths) and a
-        # source of cached teacher logits for training batches (kdlab.callbacks.TeacherCache).
-        self.teacher_runner: Callable[[Tensor], Tensor] | None = None
-        self.teacher_cache: TeacherCache | None = None
+        # Where teacher logits come from; callbacks plug in a fast copy or a cache (use_runner/use_cache).
+        self.teacher_inference = TeacherInference(self.teacher)
 
     # ----------------------------------------------------------------------------- the step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -156,8 +151,9 @@ class DistillationModule(LightningModule):
         serves them, else computed in eval and inference mode, returned as normal tensors."""
         if self.teacher is None:
             return None
-        if self.teacher_cache is not None and batch.views is not None:
-            return Outputs(self.teacher_cache.teacher_logits(batch, self.teacher_logits))
+        cached = self.teacher_inference.cached_logits(batch)
+        if cached is not None:
+            return Outputs(cached)
         logits = self.teacher_logits(batch.inputs)
         # Inference tensors cannot be saved for backward; a clone outside the context can.
         features = {path: value.clone() for path, value in self._take_tapped("teacher").items()}
@@ -172,12 +168,7 @@ class DistillationModule(LightningModule):
 
     def teacher_logits(self, inputs: Tensor) -> Tensor:
         """The frozen teacher's float32 logits for ``inputs`` (eval mode, inference mode)."""
-        if self.teacher.training:  # checking the root is cheap; eval() walks every submodule
-            self.teacher.eval()
-        run = self.teacher if self.teacher_runner is None else self.teacher_runner
-        with torch.inference_mode():
-            logits = run(inputs)
-        return logits.to(torch.float32, copy=True)  # a normal tensor, usable by autograd
+        return self.teacher_inference.logits(inputs)
 
     def loss_terms(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         """Each weighted term of the total loss, by name (``ce`` and the distillers' names).
@@ -200,6 +191,18 @@ class DistillationModule(LightningModule):
                 name: term(self.guard.watch(name, student), teacher, batch) for name, term in parts.items()
             }
 
+    def attach_learnable(self, name: str, module: nn.Module) -> nn.Module:
+        """Make ``module`` part of this one under ``name`` (once): optimised with the student and saved
+        in checkpoints. The extension point for callbacks with learnable parts (CTKD's temperature);
+        attach before the optimizer is built (a callback's ``setup``)."""
+        existing = getattr(self, name, None)
+        if existing is None:
+            self.add_module(name, module)
+            return module
+        if type(existing) is not type(module):
+            raise ConfigurationError(f"the module already has an attribute `{name}` of another kind")
+        return existing
+
     def initialising(self) -> dict[str, Distiller]:
         """The distillers in their init phase this epoch, by name."""
         return {name: d for name, d in self.distillers.items() if self.current_epoch < d.init_epochs}
@@ -209,6 +212,8 @@ class DistillationModule(LightningModule):
         """Probe both networks once with an example input, check that they fit the data, and let
         the distillers build their shape-dependent adapters (before the optimizer exists)."""
         needs_shapes = any(requested_taps(self.distillers.values()).values())
+        if needs_shapes:  # the hooks are in place for the probe below and for training
+            self.taps.attach({"student": self.student, "teacher": self.teacher}, self.distillers.values())
         datamodule = self._datamodule()
         example = self.example_input()
         if example is None and needs_shapes:
@@ -223,14 +228,21 @@ class DistillationModule(LightningModule):
             build_distillers(self.distillers, networks, {"student": student, "teacher": teacher}, num_samples)
             self._distillers_built = True
 
+    def teardown(self, stage: str) -> None:
+        self.taps.remove()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.taps.capturing = True
+
+    def on_validation_start(self) -> None:
+        self.taps.capturing = False  # evaluation reads logits only: no feature copies
+
+    on_test_start = on_predict_start = on_validation_start
+
     def example_input(self, batch_size: int = 2) -> Tensor | None:
         """Zeros shaped like the datamodule's ``input_shape``, or None if it does not declare one."""
         shape = getattr(self._datamodule(), "input_shape", None)
         return None if shape is None else torch.zeros(batch_size, *shape, device=self._parameter_device())
-
-    def configure_callbacks(self) -> list:
-        """The feature-taps callback, when a distiller reads intermediate features."""
-        return [FeatureTaps()] if any(requested_taps(self.distillers.values()).values()) else []
 
     def probe(self, inputs: Tensor) -> tuple[Outputs, Outputs | None]:
         """Student and teacher outputs (with tapped features) for ``inputs``, without side effects:
@@ -409,8 +421,7 @@ class DistillationModule(LightningModule):
         return batch_statistics(self.teacher) if wanted and self.teacher else contextlib.nullcontext()
 
     def _take_tapped(self, role: str) -> dict[str, Tensor]:
-        features, self.tapped[role] = self.tapped[role], {}
-        return features
+        return self.taps.take(role)
 
     def on_after_backward(self) -> None:
         if self._step_values is not None:

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdlab.callbacks.feature_taps import requested_taps, resolve_tap
 from kdlab.errors import ConfigurationError
 from kdlab.losses.base import BuildContext, Distiller
 from kdlab.outputs import Batch, Outputs
+from kdlab.taps import requested_taps, resolve_tap
 
 _LOADERS = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
 
@@ -59,9 +59,10 @@ def build_distillers(
                     "a layer that runs (see the model's feature_points)."
                 )
     context = BuildContext(
-        networks["student"], networks["teacher"], paths["student"], paths["teacher"], num_samples
-    )
+        shapes["student"], shapes["teacher"], networks["student"], networks["teacher"],
+        paths["student"], paths["teacher"], num_samples,
+    )  # fmt: skip
     device = next(networks["student"].parameters(), torch.empty(0)).device
     for distiller in distillers.values():
-        distiller.build(shapes["student"], shapes["teacher"], context)
+        distiller.build(context)
         distiller.to(device)

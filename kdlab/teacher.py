@@ -1,26 +1,21 @@
 """Safe teacher loading, freezing and fingerprinting.
 
-Teacher files often come from strangers, so nothing here unpickles arbitrary objects:
-``.safetensors`` files are read with safetensors, everything else with
-``torch.load(weights_only=True)``, which refuses pickled code.
+Teacher files often come from strangers, so they are read by kdlab's one safe reader
+(:mod:`kdlab.models._weights`), which never unpickles arbitrary objects.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from kdlab.errors import TeacherLoadError, unpickling_detail
-
-# Prefixes that training wrappers put in front of parameter names: DataParallel/DDP,
-# torch.compile, a kdlab/Lightning module's ``student`` and generic ``model`` attributes.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "student.", "model.")
+from kdlab.errors import TeacherLoadError
+from kdlab.models._weights import fit_names, mismatch, read_weights
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -43,94 +38,37 @@ def state_sha256(module: nn.Module) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from ``.safetensors``, a plain ``.pt``/``.pth`` state dict or a checkpoint.
-
-    Lightning/kdlab checkpoints are recognised by their ``state_dict`` key, RepDistiller,
-    mdistiller and torchdistill checkpoints by their ``model`` key. When the checkpoint holds a
-    ``student.`` sub-module (a kdlab run), only that sub-module is kept.
-    Wrapper prefixes (``module.``, ``_orig_mod.``, ``student.``, ``model.``) are stripped.
+    """Read a teacher's state dict safely (:mod:`kdlab.models._weights`: ``.safetensors``, a plain
+    state dict, or a Lightning/kdlab/RepDistiller/mdistiller checkpoint, of which a kdlab run's
+    ``student.`` weights).
 
     Raises:
         TeacherLoadError: the file is missing, would execute code when unpickled, or is corrupt.
     """
-    path = Path(path)
-    if not path.is_file():
+    try:
+        return read_weights(path)
+    except FileNotFoundError:
         raise TeacherLoadError(
             f"teacher weights: no file at '{path}'. Fix the path, or train a teacher first "
             "(kdlab fit with no teacher) and point teacher_weights at its checkpoint."
-        )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise TeacherLoadError(
-            f"teacher weights: refused to load '{path}': it contains pickled objects other than "
-            "tensors and plain containers, which could run code. Only load files you trust; convert "
-            "them to .safetensors or a plain state dict (torch.save(model.state_dict(), ...)). "
-            f"Detail: {unpickling_detail(error)}"
         ) from None
-    except Exception as error:  # truncated zip, bad header, wrong format...
-        raise TeacherLoadError(
-            f"teacher weights: '{path}' is corrupt, truncated or not a weight file ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). Re-copy or re-export it."
-        ) from None
-    return _extract_state_dict(state, path)
-
-
-def _extract_state_dict(state: object, path: Path) -> dict[str, Tensor]:
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise TeacherLoadError(
-            f"teacher weights: '{path}' holds no state dict (a mapping of names to tensors); "
-            "save one with torch.save(model.state_dict(), path)."
-        )
-    state = dict(state)
-    if any(key.startswith("student.") for key in state):
-        state = {key: value for key, value in state.items() if key.startswith("student.")}
-    return {_strip_prefixes(key): value for key, value in state.items()}
-
-
-def _strip_prefixes(key: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix) :], True
-    return key
+    except ValueError as error:  # unsafe, corrupt, or no state dict inside
+        raise TeacherLoadError(f"teacher weights: {error}") from None
 
 
 def load_teacher_weights(teacher: nn.Module, path: str | Path) -> str:
-    """Load ``path`` into ``teacher`` strictly and return the file's sha256.
+    """Load ``path`` into ``teacher`` strictly (wrapper prefixes stripped as far as they must be)
+    and return the file's sha256.
 
     Raises:
         TeacherLoadError: the file cannot be read safely or its keys/shapes do not fit.
     """
-    state = read_state_dict(path)
-    expected = teacher.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong_shape:
+    state = fit_names(read_state_dict(path), set(teacher.state_dict()))
+    problem = mismatch(state, teacher)
+    if problem:
         raise TeacherLoadError(
-            f"teacher weights '{path}' do not fit {type(teacher).__name__}: "
-            + "; ".join(
-                f"{label} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shape))
-                if keys
-            )
-            + ". Check that the teacher's class_path and init_args (e.g. num_classes) match the file."
+            f"teacher weights '{path}' do not fit {type(teacher).__name__}: {problem}. Check that the "
+            "teacher's class_path and init_args (e.g. num_classes) match the file."
         )
     teacher.load_state_dict(state, strict=True)
     return file_sha256(path)

@@ -79,11 +79,12 @@ def write_suite(folder: Path, seeds: str = "[0, 1]", runs: str | None = None, te
 @pytest.fixture(scope="session")
 def tiny_suite(tmp_path_factory) -> TinySuite:
     """The tiny suite's output directory after `kdlab suite` (in-process, 5 runs)."""
+    from kdlab.cli import build
     from kdlab.suite import main
 
     folder = tmp_path_factory.getbasetemp() / "tiny_suite"
     suite = folder / "suite.yaml"
     if not suite.is_file():
         write_suite(folder)
-    code = main([str(suite), "--launcher", "inprocess"])
+    code = main([str(suite), "--launcher", "inprocess"], build)
     return TinySuite(suite, folder / "out", code)

@@ -122,9 +122,6 @@ def test_class_count_mismatch_between_teacher_file_and_data(tmp_path):
 
 
 def test_wrong_tap_name(tmp_path):
-    callbacks = importlib.import_module("kdlab.callbacks")
-    if not hasattr(callbacks, "FeatureTaps"):
-        pytest.skip("kdlab.callbacks.FeatureTaps is not in this branch yet")
     wrong = "--model.distillers+=tests.reliability_helpers.WrongTap"
     args = _digits(tmp_path, wrong, teacher=teacher_file(tmp_path))
     _fails(args, "layer_that_does_not_exist", "MLP", "valid")

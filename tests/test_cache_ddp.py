@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdlab.cache import OutputStore
+from kdlab.callbacks.cache_store import OutputStore
 from kdlab.data import CIFARDataModule
 from kdlab.data.view_order import views_at_ranks
 from kdlab.models.cifar import resnet8

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from kdlab.cache import OutputStore, open_store
+from kdlab.callbacks.cache_store import OutputStore, open_store
 from kdlab.errors import ConfigurationError
 
 IDENTITY = {"teacher": {"class": "t.T", "sha256": "ab"}, "data": {"dataset": "d", "split": "train"}}

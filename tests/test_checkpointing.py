@@ -17,11 +17,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 import kdlab.checkpointing
+from kdlab.callbacks.random_state import RandomState, capture, restore
+from kdlab.callbacks.requeue import RequeueAtStepEnd
 from kdlab.checkpointing import AtomicCheckpointIO, atomic_torch_save
 from kdlab.cli import KDLabCLI
 from kdlab.data.sampling import ResumableLoader, ShardedBatchSampler, batch_loader
-from kdlab.random_state import RandomState, capture, restore
-from kdlab.requeue import RequeueAtStepEnd
 
 from .kdlab_runs import QUIET, subprocess_env
 
@@ -159,7 +159,7 @@ def test_kdlab_command_writes_checkpoints_atomically_and_saves_resume_state(tmp_
     custom = [
         "--trainer.plugins=tests.reliability_helpers.RecordingCheckpointIO",
         f"--trainer.plugins.log={log}",
-        "--trainer.callbacks+=kdlab.random_state.RandomState",
+        "--trainer.callbacks+=kdlab.callbacks.random_state.RandomState",
         "--trainer.callbacks+=kdlab.checkpointing.BestAndLastCheckpoint",
         "--trainer.callbacks.every_n_train_steps=5",
     ]

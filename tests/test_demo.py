@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from kdlab.cli import main
-from kdlab.demo import run_demo
+from kdlab.tools.demo import run_demo
 
 
 def test_demo_writes_table_csv_json_and_plot(tmp_path, capsys):

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from kdlab.cli import KDLabCLI
 from kdlab.errors import ConfigurationError
 from kdlab.models import ConvNet
-from kdlab.suite_plan import load_suite
+from kdlab.suite.plan import load_suite
 
 from .datagen import write_image_tree
 from .experiment_commands import REPO, config_files, header_command

@@ -90,7 +90,7 @@ def test_fit_with_fast_paths_runs_the_copy_and_keeps_the_teacher_bit_identical(d
         torch.testing.assert_close(fast_loss, loss, rtol=1e-3, atol=1e-5)
     stored = load_file(str(data_root / "teacher.safetensors"))
     assert all(torch.equal(stored[k], v) for k, v in fast.teacher.state_dict().items())
-    assert fast.teacher_runner is None  # detached after fit
+    assert fast.teacher_inference.runner is None  # detached after fit
     saved = torch.load(data_root / "fast_ckpt" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(key.startswith(("student.", "distillers.")) for key in saved)
 

@@ -40,7 +40,7 @@ def _crd_features(batch, dim=6, seed=0):
 def _built_crd(num_samples=20, negatives=8, momentum=0.5):
     crd = CRD(num_negatives=negatives, embedding_dim=4, momentum=momentum)
     shapes = {"embedding": torch.Size([2, 6])}
-    crd.build(shapes, shapes, BuildContext(torch.nn.Identity(), torch.nn.Identity(), num_samples=num_samples))
+    crd.build(BuildContext(shapes, shapes, num_samples=num_samples))
     return crd
 
 
@@ -179,7 +179,10 @@ def test_ofd_margins_are_buffers_from_the_teacher_batchnorms(trainer_kwargs):
     assert "distillers.ofd.margin2" in module.state_dict()
     with pytest.raises(ValueError, match="comes from layer3, which is Sequential"):
         OFD(teacher_bns=["layer1.1", "layer2.0.1", "layer3"]).build(
-            {f"stage{k}_preact": torch.Size([2, 4, 8, 8]) for k in (1, 2, 3)},
-            {f"stage{k}_preact": torch.Size([2, c, 8, 8]) for k, c in ((1, 8), (2, 16), (3, 32))},
-            BuildContext(ConvNet(width=4), teacher),
+            BuildContext(
+                {f"stage{k}_preact": torch.Size([2, 4, 8, 8]) for k in (1, 2, 3)},
+                {f"stage{k}_preact": torch.Size([2, c, 8, 8]) for k, c in ((1, 8), (2, 16), (3, 32))},
+                ConvNet(width=4),
+                teacher,
+            )
         )

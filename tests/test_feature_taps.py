@@ -1,4 +1,5 @@
-"""FeatureTaps: hooks registered at setup, shapes probed before the optimizer, adapters checkpointed."""
+"""Feature taps: the module's hooks, attached at setup, shapes probed before the optimizer, adapters
+checkpointed."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor, nn
 
 from kdlab import DistillationModule
-from kdlab.callbacks import FeatureTaps, TapError
 from kdlab.data import DigitsDataModule
 from kdlab.losses import AT, KD, Distiller, FitNet
 from kdlab.models import ConvNet
 from kdlab.module import ConfigurationError
 from kdlab.outputs import Batch, Outputs
+from kdlab.taps import TapError
 
 
 class Recorder(Distiller):
@@ -28,8 +29,8 @@ class Recorder(Distiller):
         self.built_with: tuple[dict, dict] | None = None
         self.seen: list[tuple[Outputs, Outputs]] = []
 
-    def build(self, student_shapes, teacher_shapes, context=None) -> None:
-        self.built_with = (dict(student_shapes), dict(teacher_shapes))
+    def build(self, context) -> None:
+        self.built_with = (dict(context.student_shapes), dict(context.teacher_shapes))
         self.context = context
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
@@ -45,7 +46,7 @@ def _fit(trainer_kwargs, module, datamodule=None, **overrides):
     return trainer
 
 
-def test_callback_setup_runs_before_module_setup_and_shapes_reach_build(trainer_kwargs):
+def test_the_module_attaches_taps_at_setup_and_shapes_reach_build(trainer_kwargs):
     calls = []
 
     class Spy(Callback):
@@ -72,14 +73,19 @@ def test_callback_setup_runs_before_module_setup_and_shapes_reach_build(trainer_
     assert recorder.context.num_samples == len(module.trainer.datamodule.splits["train"])
 
 
-def test_configure_callbacks_adds_feature_taps_only_for_feature_distillers():
-    assert (
-        DistillationModule(ConvNet(width=4), ConvNet(width=8), distillers=[KD()]).configure_callbacks() == []
-    )
-    callbacks = DistillationModule(
-        ConvNet(width=4), ConvNet(width=8), distillers=[AT()]
-    ).configure_callbacks()
-    assert [type(c) for c in callbacks] == [FeatureTaps]
+class HookSpy(Callback):
+    """Whether the module had forward hooks when training started."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.hooked = any(m._forward_hooks or m._forward_pre_hooks for m in pl_module.modules())
+
+
+@pytest.mark.parametrize(("distiller", "hooked"), [(KD, False), (AT, True)])
+def test_hooks_are_attached_only_for_feature_distillers(distiller, hooked, trainer_kwargs):
+    spy = HookSpy()
+    module = DistillationModule(ConvNet(width=4), ConvNet(width=8), distillers=[distiller()])
+    _fit(trainer_kwargs, module, callbacks=[spy])
+    assert spy.hooked == hooked
 
 
 def test_input_tap_sees_the_pre_activation_of_an_in_place_relu(trainer_kwargs):
@@ -97,7 +103,7 @@ def test_input_tap_sees_the_pre_activation_of_an_in_place_relu(trainer_kwargs):
         expected = module.teacher.layer1[1](module.teacher.layer1[0](batch.inputs))
     assert expected.min() < 0 and torch.equal(teacher.features["stage1_preact"], expected)
     module.probe(batch.inputs)  # hooks are gone after fit: the probe captures nothing
-    assert module.tapped == {"student": {}, "teacher": {}}
+    assert module.taps.take("student") == {} and module.taps.take("teacher") == {}
 
 
 def test_teacher_taps_fire_in_inference_mode_and_nothing_is_captured_in_validation(trainer_kwargs):
@@ -110,7 +116,7 @@ def test_teacher_taps_fire_in_inference_mode_and_nothing_is_captured_in_validati
             )
             pl_module.student.layer3.register_forward_hook(
                 lambda *_: (
-                    captured_in_validation.append(bool(pl_module.tapped["student"]))
+                    captured_in_validation.append(bool(pl_module.taps.take("student")))
                     if not pl_module.training
                     else None
                 )
@@ -120,8 +126,8 @@ def test_teacher_taps_fire_in_inference_mode_and_nothing_is_captured_in_validati
     _fit(trainer_kwargs, module, callbacks=[Spy()], num_sanity_val_steps=1)
     assert modes and all(modes)
     assert captured_in_validation == [False, False]  # sanity check + one validation batch
-    assert module.tapped == {"student": {}, "teacher": {}}
-    # FeatureTaps removed its hooks at teardown; only the spy's two remain.
+    assert module.taps.take("student") == {} and module.taps.take("teacher") == {}
+    # The module removed its hooks at teardown; only the spy's two remain.
     assert not any(m._forward_pre_hooks for m in module.modules())
     assert [m for m in module.modules() if m._forward_hooks] == [module.student.layer3, module.teacher.layer1]
 

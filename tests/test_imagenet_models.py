@@ -56,7 +56,8 @@ def test_refuses_weights_that_would_run_code(tmp_path):
 def test_weights_that_do_not_fit_are_explained(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(torchvision_model("resnet18", num_classes=1000).state_dict(), str(path))
-    with pytest.raises(ValueError, match=r"shape \(2\): fc.bias \(1000,\) vs \(10,\).*num_classes"):
+    wrong = r"shape \(2\): fc.bias: file \(1000,\) vs model \(10,\).*num_classes"
+    with pytest.raises(ValueError, match=wrong):
         torchvision_model("resnet18", num_classes=10, weights=str(path))
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         torchvision_model("resnet18", weights=str(tmp_path / "absent.pt"))

@@ -12,14 +12,20 @@ import pandas as pd
 import pytest
 import torch
 
+from kdlab.cli import build
 from kdlab.cli import main as kdlab_main
 from kdlab.errors import ConfigurationError
-from kdlab.suite import main
-from kdlab.suite_plan import load_suite
+from kdlab.suite import main as suite_main
+from kdlab.suite.plan import load_suite
 
 from .suite_fixtures import tiny_suite, write_configs, write_suite  # noqa: F401 (fixture)
 
 REPO = Path(__file__).parents[1]
+
+
+def main(argv: list[str]) -> int:
+    """``kdlab suite`` with the builder the kdlab command gives it."""
+    return suite_main(argv, build)
 
 
 def test_tiny_suite_writes_results_table_and_plots(tiny_suite):  # noqa: F811
@@ -109,7 +115,7 @@ def test_a_student_whose_teacher_did_not_run_says_so(tmp_path):
     kd = next(t for t in suite.tasks if t.name == "kd")
     from kdlab.suite import run_task
 
-    assert run_task(suite, kd, []) == 1
+    assert run_task(suite, kd, [], build) == 1
     error = (kd.run_dir / "error.txt").read_text()
     assert "teacher 'convnet' has no weights" in error and "teachers run first" in error
 

@@ -58,7 +58,7 @@ def test_cached_kd_equals_online_kd_on_the_same_views(data_root, trainer_kwargs,
     for name, weight in online.student.state_dict().items():
         torch.testing.assert_close(cached.student.state_dict()[name], weight, rtol=1e-2, atol=1e-3)
     assert trainer.logged_metrics["cache/hit_rate"] == 1.0
-    assert cached.teacher_cache is None  # detached after fit
+    assert cached.teacher_inference.cache is None  # detached after fit
 
 
 def test_lazy_fill_counts_rows_and_switches_to_the_epoch_table(data_root, trainer_kwargs, tmp_path):

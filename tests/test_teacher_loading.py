@@ -109,3 +109,16 @@ def test_state_fingerprint_tracks_values(source):
     with torch.no_grad():
         copy.fc.bias[0] += 1e-6
     assert state_sha256(copy) != state_sha256(source)
+
+
+def test_a_network_whose_own_attribute_is_model_keeps_its_names(tmp_path):
+    """Wrapper prefixes are stripped only as far as the network needs: MobileNetV1 keeps ``model.``."""
+    from kdlab.models import MobileNetV1
+
+    torch.manual_seed(0)
+    network = MobileNetV1(num_classes=10)
+    state = {f"student.{k}": v for k, v in network.state_dict().items()}  # a kdlab run's checkpoint
+    torch.save({"state_dict": state, "epoch": 1}, tmp_path / "run.ckpt")
+    fresh = MobileNetV1(num_classes=10)
+    load_teacher_weights(fresh, tmp_path / "run.ckpt")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in network.state_dict().items())

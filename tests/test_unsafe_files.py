@@ -17,11 +17,11 @@ from safetensors.torch import save_file
 from kdlab.checkpointing import AtomicCheckpointIO
 from kdlab.data.cifar_files import read_split
 from kdlab.errors import CheckpointError, TeacherLoadError
-from kdlab.export import ExportError, load_checkpoint
-from kdlab.export import main as export_main
 from kdlab.models import ConvNet
 from kdlab.models._weights import read_weights
 from kdlab.teacher import load_teacher_weights, read_state_dict
+from kdlab.tools.export import ExportError, load_checkpoint
+from kdlab.tools.export import main as export_main
 
 from .datagen import write_cifar10
 from .kdlab_runs import digits_args, run

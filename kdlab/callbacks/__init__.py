@@ -1,26 +1,29 @@
-"""Lightning callbacks of kdlab: feature taps, schedules, teacher cache, fast paths, reports."""
+"""Lightning callbacks of kdlab: schedules, teacher cache, fast paths, reports, and the ones the
+``kdlab`` command adds to every run (checkpoints, random state, SLURM requeue)."""
 
+from kdlab.callbacks.checkpoints import BestAndLastCheckpoint
 from kdlab.callbacks.compression import CompressionReport
 from kdlab.callbacks.ctkd import CTKD, LearnableTemperature, reverse_gradient
 from kdlab.callbacks.dashboard import KDDashboard
 from kdlab.callbacks.fast_paths import FastPaths
-from kdlab.callbacks.feature_taps import FeatureTaps, TapError, resolve_tap
+from kdlab.callbacks.random_state import RandomState
+from kdlab.callbacks.requeue import RequeueAtStepEnd
 from kdlab.callbacks.run_config import RunConfig
 from kdlab.callbacks.schedules import LossWeightSchedule, TemperatureSchedule
 from kdlab.callbacks.teacher_cache import TeacherCache
 
 __all__ = [
     "CTKD",
+    "BestAndLastCheckpoint",
     "CompressionReport",
     "FastPaths",
-    "FeatureTaps",
     "KDDashboard",
     "LearnableTemperature",
     "LossWeightSchedule",
+    "RandomState",
+    "RequeueAtStepEnd",
     "RunConfig",
-    "TapError",
     "TeacherCache",
     "TemperatureSchedule",
-    "resolve_tap",
     "reverse_gradient",
 ]

@@ -48,13 +48,8 @@ class CompressionReport(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        shape = self._input_shape(trainer)
-        networks = _networks(pl_module)
-        self.report = {name: self.measure(model, shape) for name, model in networks.items()}
-        if "teacher" in self.report:
-            student, teacher = self.report["student"], self.report["teacher"]
-            self.report["ratio"] = {key: student[key] / teacher[key] for key in student if teacher[key]}
-        _print_table(self.report, shape)
+        self.report = self.measure_run(trainer, pl_module)
+        _print_table(self.report, self._input_shape(trainer))
         metrics = {
             f"compression/{net}/{key}": value
             for net, row in self.report.items()
@@ -62,6 +57,20 @@ class CompressionReport(Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
+
+    def measure_run(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, dict[str, float]]:
+        """The numbers of the run's networks by name (``student``, ``teacher``, their ``ratio``;
+        ``model`` for a module without a student), without printing or logging them.
+
+        Raises:
+            ValueError: no input shape (neither given nor the datamodule's ``input_shape``).
+        """
+        shape = self._input_shape(trainer)
+        report = {name: self.measure(model, shape) for name, model in _networks(pl_module).items()}
+        if "teacher" in report:
+            student, teacher = report["student"], report["teacher"]
+            report["ratio"] = {key: student[key] / teacher[key] for key in student if teacher[key]}
+        return report
 
     def measure(self, model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
         """The numbers of one network (parameters, flops, bytes, cpu_latency_ms[, gpu_latency_ms])."""

@@ -162,13 +162,7 @@ class CTKD(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         targets = resolve_distillers("CTKD", pl_module, self.distillers, "temperature")
         check_exclusive(self, trainer, pl_module)
-        module = getattr(pl_module, self.module_name, None)
-        if module is None:
-            pl_module.add_module(self.module_name, self._make())
-        elif not isinstance(module, LearnableTemperature):
-            raise ValueError(
-                f"CTKD: the module already has an attribute `{self.module_name}` of another kind"
-            )
+        pl_module.attach_learnable(self.module_name, self._make())
         self._remove_hooks()
         for name, distiller in targets.items():
             self._original.setdefault(name, distiller.temperature)

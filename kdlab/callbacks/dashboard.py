@@ -165,18 +165,16 @@ class KDDashboard(Callback):
                 logger.log_image(f"{stage}/reliability_diagram", [str(self.files[-1])], step=step)
 
     def _publish_compression(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        report = next((c for c in trainer.callbacks if isinstance(c, CompressionReport) and c.report), None)
-        if report is None:
-            report = CompressionReport()
-            try:
-                report.on_fit_start(trainer, pl_module)
-            except ValueError as error:  # no input shape to measure with
-                rank_zero_warn(f"KDDashboard: no compression table: {error}")
-                return
-        networks = [n for n in ("teacher", "student", "model", "ratio") if n in report.report]
-        quantities = list(report.report[networks[0]])
+        done = next((c for c in trainer.callbacks if isinstance(c, CompressionReport) and c.report), None)
+        try:
+            report = done.report if done is not None else CompressionReport().measure_run(trainer, pl_module)
+        except ValueError as error:  # no input shape to measure with
+            rank_zero_warn(f"KDDashboard: no compression table: {error}")
+            return
+        networks = [n for n in ("teacher", "student", "model", "ratio") if n in report]
+        quantities = list(report[networks[0]])
         columns = ["quantity", *("student / teacher" if n == "ratio" else n for n in networks)]
-        rows = [[q, *(report.report[n].get(q) for n in networks)] for q in quantities]
+        rows = [[q, *(report[n].get(q) for n in networks)] for q in quantities]
         self.files.append(_write_csv(self.output_dir(trainer) / "compression.csv", columns, rows))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

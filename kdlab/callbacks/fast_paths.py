@@ -83,7 +83,7 @@ class FastPaths(Callback):
             return  # its BatchNorms normalise by batch statistics: nothing to fold
         self.teacher_copy = self.build_teacher(teacher, _example(pl_module))
         # A bound method, not a module: the copy must stay out of the state dict and parameters.
-        pl_module.teacher_runner = self.teacher_copy.__call__
+        pl_module.teacher_inference.use_runner(self.teacher_copy.__call__)
 
     def build_teacher(self, teacher: nn.Module, example: torch.Tensor | None) -> nn.Module:
         """The fast inference copy of ``teacher`` (on its device), as configured."""
@@ -108,7 +108,7 @@ class FastPaths(Callback):
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.teacher_copy is not None and stage == "fit":
-            pl_module.teacher_runner = None
+            pl_module.teacher_inference.use_runner(None)
             self.teacher_copy = None
 
 

@@ -23,7 +23,7 @@ Identity: a cache directory is named by a hash of the teacher's class and weight
 (``DistillationModule.teacher_source``), the data's :meth:`view_set_identity` (dataset, split,
 sha256 of the training pixels, which fixes the subset, the view set, mean/std and input shape)
 and the storage layout; a different teacher, subset or normalisation gets a different directory,
-never a stale one. Storage and concurrency: :mod:`kdlab.cache`.
+never a stale one. Storage and concurrency: :mod:`kdlab.callbacks.cache_store`.
 
 Limits:
 
@@ -50,7 +50,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from kdlab.cache import OutputStore, open_store
+from kdlab.callbacks.cache_store import OutputStore, open_store
 from kdlab.callbacks.fast_paths import requested_teacher_taps
 from kdlab.data.view_order import view_ranks
 from kdlab.errors import ConfigurationError
@@ -107,12 +107,12 @@ class TeacherCache(Callback):
         root = self.root or default_root()
         self.store = open_store(root, identity, identity["data"]["samples"], num_classes, self.top_k)
         self._datamodule = datamodule
-        pl_module.teacher_cache = self
+        pl_module.teacher_inference.use_cache(self)
         return self.store
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if getattr(pl_module, "teacher_cache", None) is self:
-            pl_module.teacher_cache = None
+        if pl_module.teacher_inference.cache is self:
+            pl_module.teacher_inference.use_cache(None)
         self._epoch_table = self._epoch_views = None
 
     # ----------------------------------------------------------------------------- each epoch

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,13 +29,11 @@ def as_map(feature: Tensor) -> Tensor:
 
 
 def paired_shapes(
-    distiller: Distiller,
-    student_shapes: Mapping[str, torch.Size],
-    teacher_shapes: Mapping[str, torch.Size],
-    dims: tuple[int, ...] = (4,),
+    distiller: Distiller, context: BuildContext, dims: tuple[int, ...] = (4,)
 ) -> list[tuple[str, torch.Size, str, torch.Size]]:
     """(student tap, shape, teacher tap, shape) per pair, checking each has one of ``dims`` dimensions."""
-    pairs = [(s, student_shapes[s], t, teacher_shapes[t]) for s, t in distiller.tap_pairs()]
+    student, teacher = context.student_shapes, context.teacher_shapes
+    pairs = [(s, student[s], t, teacher[t]) for s, t in distiller.tap_pairs()]
     wrong = [p for p in pairs if len(p[1]) not in dims or len(p[3]) not in dims]
     if wrong:
         kinds = " or ".join(
@@ -57,13 +53,8 @@ class PairedFeatureLoss(Distiller):
     feature_dims: tuple[int, ...] = (4,)
     tap_pair_count = (1, None)
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        paired_shapes(self, student_shapes, teacher_shapes, dims=self.feature_dims)
+    def build(self, context: BuildContext) -> None:
+        paired_shapes(self, context, dims=self.feature_dims)
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
         return sum(self.pair_loss(student.features[s], teacher.features[t]) for s, t in self.tap_pairs())

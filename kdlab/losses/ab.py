@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from kdlab.losses._common import ConvReg, paired_shapes
@@ -70,14 +69,9 @@ class AB(Distiller):
         self.margin, self.loss_scale = margin, loss_scale
         self.connectors = nn.ModuleList()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
+    def build(self, context: BuildContext) -> None:
         self.connectors = nn.ModuleList()
-        for pair in paired_shapes(self, student_shapes, teacher_shapes):
+        for pair in paired_shapes(self, context):
             if pair[1][1:] == pair[3][1:]:
                 self.connectors.append(nn.Identity())
                 continue

@@ -17,9 +17,11 @@ class IncompatibleShapesError(ValueError):
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a distiller may need at :meth:`Distiller.build` besides the tapped shapes.
+    """Everything a distiller may need at :meth:`Distiller.build`.
 
     Args:
+        student_shapes: Shape of every tapped student feature, by tap name (batch first).
+        teacher_shapes: The same for the teacher.
         student: The student network.
         teacher: The frozen teacher network (its weights are already loaded).
         student_paths: Each student tap name resolved to ``"<module path>"`` or
@@ -31,8 +33,10 @@ class BuildContext:
             outside ``fit``.
     """
 
-    student: nn.Module
-    teacher: nn.Module
+    student_shapes: Mapping[str, torch.Size]
+    teacher_shapes: Mapping[str, torch.Size]
+    student: nn.Module | None = None
+    teacher: nn.Module | None = None
     student_paths: Mapping[str, str] = field(default_factory=dict)
     teacher_paths: Mapping[str, str] = field(default_factory=dict)
     num_samples: int | None = None
@@ -98,18 +102,11 @@ class Distiller(nn.Module):
         """Short name used in logged keys, e.g. ``train/kd``."""
         return type(self).__name__.lower()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
+    def build(self, context: BuildContext) -> None:
         """Create adapters that depend on tapped shapes (called once before the optimizer exists).
 
         Args:
-            student_shapes: Shape of every tapped student feature, by tap name (batch first).
-            teacher_shapes: The same for the teacher.
-            context: The networks, resolved tap paths and the training-set size.
+            context: The tapped shapes, the networks, resolved tap paths and the training-set size.
 
         Raises:
             IncompatibleShapesError: the method cannot work with these shapes; the message names
@@ -161,6 +158,20 @@ class Distiller(nn.Module):
             f"student '{s}' {tuple(ss)} vs teacher '{t}' {tuple(ts)}" for s, ss, t, ts in pairs
         )
         return IncompatibleShapesError(f"{type(self).__name__}: {problem}: {listed}")
+
+
+def check_temperature(owner: str, temperature: float) -> float:
+    """Return ``temperature`` as a float, or raise a ValueError naming ``owner`` if it is not > 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"{owner}: temperature must be a number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def check_non_negative(owner: str, **values: float) -> None:
+    """Raise a ValueError naming ``owner`` and the argument if any value is not a number >= 0."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{owner}: {name} must be a number >= 0, got {value!r}")
 
 
 def _tap_names(distiller: Distiller, label: str, taps: Sequence[str]) -> tuple[str, ...]:

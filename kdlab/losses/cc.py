@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from kdlab.losses._common import Embed, flat_size, paired_shapes
@@ -56,13 +55,8 @@ class CC(Distiller):
         self.embed_student: Embed | None = None
         self.embed_teacher: Embed | None = None
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        ((_, s_shape, _, t_shape),) = paired_shapes(self, student_shapes, teacher_shapes, dims=(2, 3, 4))
+    def build(self, context: BuildContext) -> None:
+        ((_, s_shape, _, t_shape),) = paired_shapes(self, context, dims=(2, 3, 4))
         self.embed_student = Embed(flat_size(s_shape), self.embedding_dim, normalize=False)
         self.embed_teacher = Embed(flat_size(t_shape), self.embedding_dim, normalize=False)
 

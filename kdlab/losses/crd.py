@@ -116,16 +116,11 @@ class CRD(Distiller):
             self.register_buffer(name, bank)
         self.register_buffer("memory_labels", torch.full((num_samples,), -1, dtype=torch.long, device=device))
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        ((_, s_shape, _, t_shape),) = paired_shapes(self, student_shapes, teacher_shapes, dims=(2, 3, 4))
+    def build(self, context: BuildContext) -> None:
+        ((_, s_shape, _, t_shape),) = paired_shapes(self, context, dims=(2, 3, 4))
         self.embed_student = Embed(flat_size(s_shape), self.embedding_dim)
         self.embed_teacher = Embed(flat_size(t_shape), self.embedding_dim)
-        num_samples = None if context is None else context.num_samples
+        num_samples = context.num_samples
         if num_samples is not None:
             if num_samples < 2:
                 raise ValueError(

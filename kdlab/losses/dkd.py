@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.losses.base import Distiller
-from kdlab.losses.kd import check_non_negative, check_temperature
+from kdlab.losses.base import Distiller, check_non_negative, check_temperature
 from kdlab.outputs import Batch, Outputs
 
 

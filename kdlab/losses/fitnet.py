@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,14 +58,9 @@ class FitNet(Distiller):
         self.init_phase(init_epochs, init_lr, least=0)
         self.regressors = nn.ModuleList()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
+    def build(self, context: BuildContext) -> None:
         self.regressors = nn.ModuleList()
-        for pair in paired_shapes(self, student_shapes, teacher_shapes):
+        for pair in paired_shapes(self, context):
             try:
                 self.regressors.append(ConvReg(pair[1], pair[3]))
             except ValueError as error:

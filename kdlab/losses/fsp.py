@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -74,13 +74,8 @@ class FSP(Distiller):
         super().__init__(weight, student_taps, teacher_taps)
         self.init_phase(init_epochs, init_lr)
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        different = [p for p in paired_shapes(self, student_shapes, teacher_shapes) if p[1][1] != p[3][1]]
+    def build(self, context: BuildContext) -> None:
+        different = [p for p in paired_shapes(self, context) if p[1][1] != p[3][1]]
         if different:
             raise self.shape_error("FSP matrices are C_top × C_bottom, so channels must be equal", different)
 

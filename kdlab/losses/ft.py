@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,13 +104,8 @@ class FT(Distiller):
         self.paraphraser: Paraphraser | None = None
         self.translator: nn.Sequential | None = None
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        ((_, s_shape, _, t_shape),) = paired_shapes(self, student_shapes, teacher_shapes)
+    def build(self, context: BuildContext) -> None:
+        ((_, s_shape, _, t_shape),) = paired_shapes(self, context)
         self.paraphraser = Paraphraser(t_shape[1], self.rate)
         factor = max(1, int(t_shape[1] * self.rate))
         self.translator = _conv_stack(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.losses.base import Distiller
+from kdlab.losses.base import Distiller, check_temperature
 from kdlab.outputs import Batch, Outputs
 
 
@@ -53,20 +53,6 @@ def kd_loss(
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
-
-
-def check_temperature(owner: str, temperature: float) -> float:
-    """Return ``temperature`` as a float, or raise a ValueError naming ``owner`` if it is not > 0."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"{owner}: temperature must be a number > 0, got {temperature!r}")
-    return float(temperature)
-
-
-def check_non_negative(owner: str, **values: float) -> None:
-    """Raise a ValueError naming ``owner`` and the argument if any value is not a number >= 0."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{owner}: {name} must be a number >= 0, got {value!r}")
 
 
 class KD(Distiller):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -139,13 +139,8 @@ class KDSVD(Distiller):
         super().__init__(weight, student_taps, teacher_taps)
         self.k = k
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        pairs = paired_shapes(self, student_shapes, teacher_shapes)
+    def build(self, context: BuildContext) -> None:
+        pairs = paired_shapes(self, context)
         different = [p for p in pairs if p[1][1] != p[3][1]]
         if different:
             raise self.shape_error(

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from kdlab.losses.base import Distiller
-from kdlab.losses.kd import check_non_negative, check_temperature, kd_loss
+from kdlab.losses.base import Distiller, check_non_negative, check_temperature
+from kdlab.losses.kd import kd_loss
 from kdlab.outputs import Batch, Outputs
 
 TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)

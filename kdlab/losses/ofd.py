@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -126,15 +126,8 @@ class OFD(Distiller):
         self.teacher_bns = None if teacher_bns is None else list(teacher_bns)
         self.connectors = nn.ModuleList()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        if context is None:
-            raise ValueError("OFD: needs the teacher (a BuildContext) to read its BatchNorm statistics")
-        pairs = paired_shapes(self, student_shapes, teacher_shapes)
+    def build(self, context: BuildContext) -> None:
+        pairs = paired_shapes(self, context)
         modules = dict(context.teacher.named_modules())
         self.connectors = nn.ModuleList(_connector(p[1][1], p[3][1]) for p in pairs)
         for i, (_, _, t, t_shape) in enumerate(pairs):

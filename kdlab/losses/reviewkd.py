@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,13 +103,8 @@ class ReviewKD(Distiller):
         self.abfs = nn.ModuleList()  # deepest level first
         self.out_sizes: list[tuple[int, int]] = []
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
-        pairs = paired_shapes(self, student_shapes, teacher_shapes, dims=(2, 4))
+    def build(self, context: BuildContext) -> None:
+        pairs = paired_shapes(self, context, dims=(2, 4))
         mid = min(self.max_mid_channels, pairs[-1][1][1])
         levels = range(len(pairs) - 1, -1, -1)
         self.abfs = nn.ModuleList(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,16 +72,11 @@ class VID(Distiller):
         # A ParameterList, so the variances are registered, optimised and checkpointed.
         self.log_scales = nn.ParameterList()
 
-    def build(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size],
-        context: BuildContext | None = None,
-    ) -> None:
+    def build(self, context: BuildContext) -> None:
         self.regressors, self.log_scales = nn.ModuleList(), nn.ParameterList()
         # softplus⁻¹(init_variance - eps), so that the initial variance is init_variance.
         start = math.log(math.expm1(self.init_variance - self.eps))
-        for _, s_shape, _, t_shape in paired_shapes(self, student_shapes, teacher_shapes, dims=(2, 4)):
+        for _, s_shape, _, t_shape in paired_shapes(self, context, dims=(2, 4)):
             self.regressors.append(_regressor(s_shape[1], t_shape[1]))
             self.log_scales.append(nn.Parameter(torch.full((t_shape[1],), start)))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlab.suite_report import pairs
+from kdlab.suite.results import pairs
 
 
 def _pyplot():

@@ -1,13 +1,16 @@
-"""Forward hooks on teacher and student that capture the intermediate features distillers read."""
+"""Feature taps: forward hooks on student and teacher that capture what feature distillers read.
+
+:class:`FeatureTaps` is a plain hook manager, owned by :class:`kdlab.DistillationModule`, as
+timm's and torchdistill's are: the module attaches it at set-up for the layers its distillers
+name and removes it at teardown; it holds the captured tensors until the module takes them.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
 
-from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -56,31 +59,29 @@ def requested_taps(distillers: Iterable[nn.Module]) -> dict[str, dict[str, list[
     return {role: dict(names) for role, names in wanted.items()}
 
 
-class FeatureTaps(Callback):
-    """Registers forward hooks for every tap the module's distillers declare.
+class FeatureTaps:
+    """Forward hooks for every tap some distiller declares, and the tensors they capture.
 
-    At ``setup`` the names in each distiller's ``student_taps`` / ``teacher_taps`` are resolved
-    (aliases through the model's ``feature_points``) and one hook per distinct layer is
-    registered; a wrong name fails here, listing the closest valid names. Hooks write into
-    ``pl_module.tapped[role][name]`` (the output of a module, or its input for ``:input``
-    taps), which the module empties into ``Outputs.features`` at every forward. Teacher
-    features are produced inside the module's ``torch.inference_mode()``. Capture is on
-    during training batches and the set-up probe, off during validation, test and predict,
-    so evaluation neither stores nor copies features. Hooks are removed at ``teardown``.
-
-    ``DistillationModule.configure_callbacks`` adds this callback itself when a distiller
-    declares taps; there is nothing to configure.
+    :meth:`attach` resolves the names in each distiller's ``student_taps`` / ``teacher_taps``
+    (aliases through the model's ``feature_points``; a wrong name fails here, listing the closest
+    valid names) and registers one hook per distinct layer. Each forward pass leaves the output
+    of each tapped module (or its input, for ``:input`` taps) under its tap names, copied,
+    because in-place layers would otherwise overwrite it; :meth:`take` hands them over and
+    empties the store. While ``capturing`` is off (the module turns it off for validation, test
+    and predict) nothing is stored or copied.
     """
 
     def __init__(self) -> None:
         self._handles: list[RemovableHandle] = []
+        self._store: dict[str, dict[str, Tensor]] = {role: {} for role in ROLES}
         self.capturing = True
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._remove()
-        wanted = requested_taps(pl_module.distillers.values())
+    def attach(self, networks: Mapping[str, nn.Module | None], distillers: Iterable[nn.Module]) -> None:
+        """Hook the layers that ``distillers`` tap in ``networks`` (by role); replaces earlier hooks."""
+        self.remove()
+        wanted = requested_taps(distillers)
         for role in ROLES:
-            model = getattr(pl_module, role)
+            model = networks.get(role)
             if model is None or not wanted[role]:
                 continue
             by_target: dict[str, list[str]] = defaultdict(list)
@@ -92,16 +93,23 @@ class FeatureTaps(Callback):
                 by_target[target].append(name)
             modules = dict(model.named_modules())
             for target, names in by_target.items():
-                self._handles.append(self._register(modules, target, pl_module.tapped, role, names))
-        self.capturing = True  # the module's set-up probe runs next and needs the features
+                self._handles.append(self._register(modules, target, role, names))
+        self.capturing = True
+
+    def take(self, role: str) -> dict[str, Tensor]:
+        """The tensors captured for ``role`` since the last call, by tap name."""
+        features, self._store[role] = self._store[role], {}
+        return features
+
+    def remove(self) -> None:
+        """Remove every hook and forget what was captured."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._store = {role: {} for role in ROLES}
 
     def _register(
-        self,
-        modules: dict[str, nn.Module],
-        target: str,
-        store: dict[str, dict[str, Tensor]],
-        role: str,
-        names: list[str],
+        self, modules: dict[str, nn.Module], target: str, role: str, names: list[str]
     ) -> RemovableHandle:
         def keep(value: Tensor) -> None:
             if not self.capturing:
@@ -112,33 +120,9 @@ class FeatureTaps(Callback):
             # otherwise overwrite the captured tensor before a distiller reads it.
             value = value.clone()
             for name in names:
-                store[role][name] = value
+                self._store[role][name] = value
 
         if target.endswith(INPUT_SUFFIX):
             module = modules[target[: -len(INPUT_SUFFIX)]]
             return module.register_forward_pre_hook(lambda _module, args: keep(args[0]))
         return modules[target].register_forward_hook(lambda _module, _args, output: keep(output))
-
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self.capturing = True
-
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.capturing = False
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.capturing = False
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.capturing = False
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._remove()
-        for role in ROLES:
-            pl_module.tapped[role] = {}
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []

@@ -5,57 +5,21 @@ the teacher, the student trained alone (vanilla), then each method; cells are th
 standard deviation of top-1 test accuracy (%) over seeds. Papers differ on which checkpoint
 they report, so there are two tables: the best-validation-epoch and the last-epoch checkpoint.
 
-``results.csv`` has one row per finished task: ``role`` is ``teacher`` for the suite's teacher
-runs (their network is in ``student``) and ``run`` otherwise; ``method`` is the row label
-(``vanilla`` for a run without a teacher); ``teacher``/``student`` are architecture names (class
-names, torchvision's model name); ``*_epoch`` and ``*_acc1``/``*_acc5`` are the best and last
-checkpoints' epochs and test accuracies; ``teacher_acc1`` is the teacher's test accuracy as
-measured in the run.
+The rows come from :mod:`kdlab.suite.results` (``results.csv``'s columns are described there).
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 import pandas as pd
 
-from kdlab.suite_plan import Suite
-from kdlab.suite_run import RESULT
+from kdlab.suite.plan import Suite
+from kdlab.suite.plots import accuracy_vs_params, training_curves
+from kdlab.suite.results import RESULT, collect, pairs
 
-COLUMNS = [
-    "run", "role", "method", "teacher", "student", "seed", "best_epoch", "best_acc1", "best_acc5",
-    "last_epoch", "last_acc1", "last_acc5", "teacher_acc1", "params", "seconds", "run_dir",
-]  # fmt: skip
 CHECKPOINTS = {"best": "best-validation-epoch checkpoint", "last": "last-epoch checkpoint"}
-
-
-def collect(suite: Suite) -> pd.DataFrame:
-    """The results of every finished task, in plan order."""
-    rows = [
-        json.loads((task.run_dir / RESULT).read_text())
-        for task in suite.tasks
-        if (task.run_dir / RESULT).is_file()
-    ]
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def load_results(suite_dir: str | Path) -> pd.DataFrame:
-    """``results.csv`` of a suite directory (teacher/student empty strings, not NaN)."""
-    results = pd.read_csv(Path(suite_dir) / "results.csv")
-    for column in ("teacher", "student", "method", "role"):
-        results[column] = results[column].fillna("").astype(str)
-    return results
-
-
-def pairs(results: pd.DataFrame) -> list[tuple[str, str]]:
-    """The table's columns: teacher → student pairs of the distillation runs, in order of first
-    appearance (the vanilla students alone when nothing was distilled)."""
-    students = results[results["role"] == "run"]
-    distilled = students[students["teacher"] != ""]
-    source = distilled if len(distilled) else students
-    return list(dict.fromkeys(zip(source["teacher"], source["student"])))
 
 
 def paper_table(results: pd.DataFrame, checkpoint: str = "best") -> tuple[list[tuple[str, str]], list[list]]:
@@ -118,8 +82,6 @@ def markdown(results: pd.DataFrame, title: str, failed: list[str] | None = None)
 
 def write_report(suite: Suite) -> dict[str, Path]:
     """Write ``results.csv``, ``table.md`` and the plots into the suite directory."""
-    from kdlab.suite_plots import accuracy_vs_params, training_curves
-
     suite.output.mkdir(parents=True, exist_ok=True)
     results = collect(suite)
     unfinished = [f"{t.name} (seed {t.seed})" for t in suite.tasks if not (t.run_dir / RESULT).is_file()]

@@ -16,22 +16,26 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from kdlab.callbacks.checkpoints import BestAndLastCheckpoint
 from kdlab.callbacks.fast_paths import FastPaths
-from kdlab.checkpointing import AtomicCheckpointIO, BestAndLastCheckpoint, unreadable_checkpoint
-from kdlab.cli_overrides import as_list_arguments, split_indexed
-from kdlab.cli_parser import KDLabArgumentParser
+from kdlab.callbacks.random_state import RandomState
+from kdlab.callbacks.requeue import RequeueAtStepEnd
+from kdlab.checkpointing import AtomicCheckpointIO, unreadable_checkpoint
+from kdlab.cli.overrides import as_list_arguments, split_indexed
+from kdlab.cli.parser import KDLabArgumentParser
 from kdlab.errors import find_user_error, lost_peer
-from kdlab.random_state import RandomState
-from kdlab.requeue import RequeueAtStepEnd
 
-__all__ = ["BestAndLastCheckpoint", "KDLabCLI", "link_num_classes", "main"]
+__all__ = ["BestAndLastCheckpoint", "KDLabCLI", "build", "link_num_classes", "main"]
 
 TOOLS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line help)
-    "demo": ("kdlab.demo:main", "teacher, vanilla student and KD student on the bundled digits, as a table"),
-    "export": ("kdlab.export:main", "write a checkpoint's student as safetensors, TorchScript or ONNX"),
+    "demo": (
+        "kdlab.tools.demo:main",
+        "teacher, vanilla student and KD student on the bundled digits, as a table",
+    ),
+    "export": ("kdlab.tools.export:main", "write a checkpoint's student as safetensors, TorchScript or ONNX"),
     "suite": ("kdlab.suite:main", "run configs × seeds, write results.csv, a paper-style table and plots"),
-    "cache": ("kdlab.cache_fill:main", "fill a config's teacher-output cache upfront (TeacherCache)"),
+    "cache": ("kdlab.tools.cache_fill:main", "fill a config's teacher-output cache upfront (TeacherCache)"),
 }
 
 
@@ -59,7 +63,7 @@ class KDLabCLI(LightningCLI):
         if isinstance(args, (dict, Namespace)):
             return super().parse_arguments(parser, args)
         args, overrides = split_indexed(list(sys.argv[1:] if args is None else args))
-        if overrides:  # --a.b.N.c value: one element of a list (see kdlab.cli_overrides)
+        if overrides:  # --a.b.N.c value: one element of a list (see kdlab.cli.overrides)
             first = parser.parse_args(
                 [a for a in args if not a.startswith(("--print_config", "-h", "--help"))]
             )
@@ -140,17 +144,24 @@ def _init_parameters(class_path: str) -> set[str]:
         return set()
 
 
-def _tool(name: str) -> Callable[[list[str]], int | None]:
+def _tool(name: str) -> Callable[..., int | None]:
     module_name, function = TOOLS[name][0].split(":")
     module = __import__(module_name, fromlist=[function])
     return getattr(module, function)
+
+
+def build(args: list[str], run: bool = True) -> KDLabCLI:
+    """What ``kdlab <args>`` builds, and runs with ``run=True``: the ``Build`` that the tools
+    which read ``kdlab fit`` configurations (``kdlab cache``, ``kdlab suite``) are given."""
+    return KDLabCLI(args=args, run=run)
 
 
 def main(argv: list[str] | None = None) -> int | None:
     """Entry point of the ``kdlab`` console script."""
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in TOOLS:
-        return _tool(args[0])(args[1:])
+        tool = _tool(args[0])
+        return tool(args[1:], build) if args[0] in ("cache", "suite") else tool(args[1:])
     if args and args[0] in ("-h", "--help"):
         print("kdlab tools (besides the Lightning subcommands below):")
         for name, (_, text) in TOOLS.items():
@@ -165,7 +176,3 @@ def main(argv: list[str] | None = None) -> int | None:
         sys.stderr.write(f"kdlab: error: {known or peer}\n(set KDLAB_TRACEBACK=1 for the full traceback)\n")
         return 2 if known is not None else 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from kdlab.errors import ConfigurationError
-from kdlab.suite_plan import Suite, Task
+from kdlab.suite.plan import Suite, Task
+from kdlab.suite.results import RESULT
+from kdlab.tools import Build
 
-RESULT = "result.json"
 ERROR = "error.txt"
 
 
@@ -48,10 +49,9 @@ def is_finished(task: Task) -> bool:
     return (task.run_dir / RESULT).is_file()
 
 
-def run_in_process(task: Task, suite: Suite, extra: list[str]) -> dict[str, Any]:
-    """Fit (resuming an interrupted attempt), test best and last, write and return the result."""
-    from kdlab.cli import KDLabCLI  # the suite is a front end of the CLI, like `kdlab fit`
-
+def run_in_process(task: Task, suite: Suite, extra: list[str], build: Build) -> dict[str, Any]:
+    """Fit (resuming an interrupted attempt), test best and last, write and return the result;
+    ``build`` runs ``kdlab fit`` (see :mod:`kdlab.tools`)."""
     _check_teacher_ready(task, suite)
     task.run_dir.mkdir(parents=True, exist_ok=True)
     (task.run_dir / ERROR).unlink(missing_ok=True)
@@ -61,7 +61,7 @@ def run_in_process(task: Task, suite: Suite, extra: list[str]) -> dict[str, Any]
         args.append(f"--ckpt_path={resume}")
     started = time.time()
     with _wandb_run_id(task.run_dir):
-        cli = KDLabCLI(args=["fit", *args])
+        cli = build(["fit", *args], True)
         tests = {}
         for which in ("best", "last"):
             path = task.run_dir / "checkpoints" / f"{which}.ckpt"

@@ -23,7 +23,7 @@ import torch
 import yaml
 from torch import nn
 
-from kdlab.errors import unpickling_detail
+from kdlab.models._weights import read_object
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 # Optional packages each format needs: (module to import, pip package).
@@ -100,16 +100,15 @@ def export(
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint as plain data (``torch.load(weights_only=True)``: no code runs)."""
-    if not Path(path).is_file():
-        raise ExportError(f"no checkpoint at '{path}'")
+    """The checkpoint as plain data, read by kdlab's safe reader (no code runs)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+        checkpoint = read_object(path)
+    except FileNotFoundError:
+        raise ExportError(f"no checkpoint at '{path}'") from None
+    except ValueError as error:
         raise ExportError(
-            f"cannot read '{path}' as a plain checkpoint ({type(error).__name__}: "
-            f"{unpickling_detail(error)}); it must hold only tensors and plain containers (kdlab's do), "
-            "and be complete (re-copy a truncated file)"
+            f"cannot read it as a plain checkpoint: {error}. A checkpoint must hold only tensors and plain "
+            "containers (kdlab's do) and be complete"
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ExportError(f"'{path}' is not a Lightning checkpoint (no 'state_dict' entry)")

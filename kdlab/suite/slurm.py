@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from kdlab.suite_plan import Suite
+from kdlab.suite.plan import Suite
 
 # Options every array gets; the suite file's `slurm.options` add to or override them.
 DEFAULTS = {

@@ -27,13 +27,14 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from kdlab.cache import OutputStore
+from kdlab.callbacks.cache_store import OutputStore
 from kdlab.callbacks.fast_paths import FastPaths
 from kdlab.callbacks.teacher_cache import TeacherCache
 from kdlab.data.augment import NUM_VIEWS
 from kdlab.data.view_order import view_ranks, views_at_ranks
 from kdlab.errors import ConfigurationError, find_user_error
 from kdlab.module import DistillationModule
+from kdlab.tools import Build
 
 ViewSelector = Callable[[Tensor], Tensor]  # sample indices -> the view of each to fill
 
@@ -51,11 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``kdlab cache``."""
+def main(argv: list[str] | None, build: Build) -> int:
+    """Entry point of ``kdlab cache`` (``build``: see :mod:`kdlab.tools`)."""
     args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run(args, rest)
+        return run(args, rest, build)
     except Exception as error:
         known = find_user_error(error)
         if known is None or os.environ.get("KDLAB_TRACEBACK"):
@@ -64,10 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def run(args: argparse.Namespace, fit_args: list[str]) -> int:
-    from kdlab.cli import KDLabCLI  # the config is read exactly as `kdlab fit` reads it
-
-    cli = KDLabCLI(args=fit_args, run=False)
+def run(args: argparse.Namespace, fit_args: list[str], build: Build) -> int:
+    cli = build(fit_args, False)  # the config is read exactly as `kdlab fit` reads it
     callbacks = cli.trainer.callbacks
     cache = next((c for c in callbacks if isinstance(c, TeacherCache)), None)
     if cache is None:
@@ -81,7 +80,7 @@ def run(args: argparse.Namespace, fit_args: list[str]) -> int:
     fast = next((c for c in callbacks if isinstance(c, FastPaths)), None)
     if fast is not None:  # the same fast teacher as training would use
         example = data.render_train(torch.arange(2), torch.zeros(2, dtype=torch.int64), args.device)
-        module.teacher_runner = fast.build_teacher(module.teacher, example).__call__
+        module.teacher_inference.use_runner(fast.build_teacher(module.teacher, example).__call__)
     label, selectors = plan(data, args.epochs, args.all_views, default_epochs=cli.trainer.max_epochs)
     print(f"kdlab cache: {store.directory}\n  filling {label}: {len(selectors)} × {store.samples} rows")
     start = time.perf_counter()

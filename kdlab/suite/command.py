@@ -13,7 +13,7 @@ ones from their newest checkpoint (``last.ckpt`` or a SLURM ``hpc_ckpt``). By de
 task runs in its own process, so a crash or a memory leak stays there; ``--launcher inprocess``
 saves the start-up time. The suite directory gets ``results.csv`` (one row per finished task),
 ``table.md`` and ``accuracy_vs_params.png`` / ``training_curves.png``. The suite file format
-is described in :mod:`kdlab.suite_plan`.
+is described in :mod:`kdlab.suite.plan`.
 """
 
 from __future__ import annotations
@@ -24,35 +24,37 @@ import sys
 import traceback
 
 from kdlab.errors import KDLabError, find_user_error
-from kdlab.suite_plan import Suite, Task, load_suite
-from kdlab.suite_run import StderrTee, is_finished, record_failure, run_in_process, run_subprocess
+from kdlab.suite.plan import Suite, Task, load_suite
+from kdlab.suite.run import StderrTee, is_finished, record_failure, run_in_process, run_subprocess
+from kdlab.tools import Build
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``kdlab suite``; returns the exit status (1 if some task did not finish)."""
+def main(argv: list[str] | None, build: Build) -> int:
+    """Entry point of ``kdlab suite``; returns the exit status (1 if some task did not finish).
+    ``build`` runs ``kdlab fit`` in this process (see :mod:`kdlab.tools`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     try:
         suite = load_suite(args.suite, args.output, args.seeds)
         if args.task is not None:
-            return run_task(suite, suite.task(args.task), extra)
+            return run_task(suite, suite.task(args.task), extra, build)
     except KDLabError as error:
         print(f"kdlab suite: error: {error}", file=sys.stderr)
         return 2
     if args.slurm:
-        from kdlab.suite_slurm import write_slurm
+        from kdlab.suite.slurm import write_slurm
 
         print(f"kdlab suite: wrote SLURM array jobs; submit them with: bash {write_slurm(suite, extra)}")
         return 0
     if args.dry_run:
         _print_plan(suite, extra)
         return 0
-    failed = [] if args.report_only else run_all(suite, extra, args.launcher)
+    failed = [] if args.report_only else run_all(suite, extra, build, args.launcher)
     return _report(suite, failed)
 
 
-def run_all(suite: Suite, extra: list[str], launcher: str = "subprocess") -> list[Task]:
+def run_all(suite: Suite, extra: list[str], build: Build, launcher: str = "subprocess") -> list[Task]:
     """Run every unfinished task in order; return those that failed."""
     failed = []
     for task in suite.tasks:
@@ -64,21 +66,21 @@ def run_all(suite: Suite, extra: list[str], launcher: str = "subprocess") -> lis
         if launcher == "subprocess":
             ok = run_subprocess(task, suite, extra)
         else:
-            ok = run_task(suite, task, extra) == 0
+            ok = run_task(suite, task, extra, build) == 0
         if not ok:
             failed.append(task)
             print(f"{label}: FAILED, see {task.run_dir}/error.txt and suite.log", flush=True)
     return failed
 
 
-def run_task(suite: Suite, task: Task, extra: list[str]) -> int:
+def run_task(suite: Suite, task: Task, extra: list[str], build: Build) -> int:
     """Run one task here (the body of a subprocess or SLURM array task); 0 when it finished."""
     if is_finished(task):
         print(f"kdlab suite: {task.name} seed {task.seed} finished earlier; nothing to do")
         return 0
     try:
         with StderrTee() as printed:
-            result = run_in_process(task, suite, extra)
+            result = run_in_process(task, suite, extra, build)
     except (Exception, SystemExit) as error:  # the parser exits on a bad command line
         record_failure(task, error, printed.text)
         known = find_user_error(error) if isinstance(error, Exception) else None
@@ -93,7 +95,7 @@ def run_task(suite: Suite, task: Task, extra: list[str]) -> int:
 
 
 def _report(suite: Suite, failed: list[Task]) -> int:
-    from kdlab.suite_report import write_report
+    from kdlab.suite.report import write_report
 
     paths = write_report(suite)
     print(paths["table"].read_text())
@@ -106,7 +108,7 @@ def _report(suite: Suite, failed: list[Task]) -> int:
 
 
 def _print_plan(suite: Suite, extra: list[str]) -> None:
-    from kdlab.suite_run import fit_arguments
+    from kdlab.suite.run import fit_arguments
 
     for task in suite.tasks:
         state = "finished" if is_finished(task) else "to run"
