@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -211,3 +213,19 @@ def test_one_list_element_can_be_overridden_by_index(tmp_path, teacher_file):
         KDLabCLI(
             args=[*_args(tmp_path, teacher=str(teacher_file)), "--model.distillers.3.weight=1"], run=False
         )
+
+
+def test_a_composed_run_is_named_after_its_method_files(tmp_path, monkeypatch):
+    from kdlab.cli.run_dir import method_name
+
+    monkeypatch.chdir(tmp_path)
+    experiments = Path(__file__).parents[1] / "experiments"
+    pair = [experiments / "cifar100" / "base.yaml", experiments / "cifar100" / "resnet56-resnet20.yaml"]
+    methods = [experiments / "method" / "kd.yaml", experiments / "method" / "crd.yaml"]
+    args = [f"--config={c}" for c in pair + methods] + ["--model.init_args.teacher_weights=null"]
+    cli = KDLabCLI(args=args, run=False)
+    assert cli.trainer.default_root_dir == "runs/cifar100/resnet56-resnet20/kd+crd"
+    assert list(cli.model.distillers) == ["kd", "crd"]
+    # Without a method file: the distillers' names, or vanilla.
+    assert method_name(["a/pair.yaml"], [{"class_path": "kdlab.losses.DKD"}]) == "dkd"
+    assert method_name(["a/pair.yaml"], []) == "vanilla"

@@ -234,3 +234,19 @@ def test_kdlab_suite_is_a_tool_of_the_kdlab_command_and_dry_run_prints_the_plan(
     teacher = tmp_path / "out" / "teachers" / "convnet" / "seed0" / "checkpoints" / "best.ckpt"
     assert f"--seed_everything=0 --trainer.default_root_dir={tmp_path / 'out' / 'kd' / 'seed0'}" in out
     assert f"--model.init_args.teacher_weights={teacher}" in out
+
+
+def test_a_config_ending_in_a_question_mark_is_used_where_it_exists(tmp_path):
+    configs = write_configs(tmp_path)
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "kd.yaml").write_text((configs["kd"]).read_text())
+    runs = (
+        f"  - name: '{{which}}/kd'\n"
+        f"    configs: [{configs['trainer']}, {configs['kd']}, '{tmp_path}/{{which}}/kd.yaml?']\n"
+        f"    teacher: convnet\n"
+        f"    matrix: {{which: [tuned, plain]}}\n"
+    )
+    tasks = {t.name: t for t in load_suite(write_suite(tmp_path, runs=runs)).tasks}
+    assert tasks["tuned/kd"].configs == (str(configs["trainer"]), str(configs["kd"]), str(tuned / "kd.yaml"))
+    assert tasks["plain/kd"].configs == (str(configs["trainer"]), str(configs["kd"]))

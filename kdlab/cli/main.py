@@ -23,6 +23,7 @@ from kdlab.callbacks.requeue import RequeueAtStepEnd
 from kdlab.checkpointing import AtomicCheckpointIO, unreadable_checkpoint
 from kdlab.cli.overrides import as_list_arguments, split_indexed
 from kdlab.cli.parser import KDLabArgumentParser
+from kdlab.cli.run_dir import fill_run_directory
 from kdlab.errors import find_user_error, lost_peer
 
 __all__ = ["BestAndLastCheckpoint", "KDLabCLI", "build", "link_num_classes", "main"]
@@ -68,6 +69,12 @@ class KDLabCLI(LightningCLI):
                 [a for a in args if not a.startswith(("--print_config", "-h", "--help"))]
             )
             args += as_list_arguments(first.get(str(first.get("subcommand")), first), overrides)
+        if any(a.startswith("--print_config") for a in args):  # show the run directory that is used
+            first = parser.parse_args([a for a in args if not a.startswith("--print_config")])
+            config = first.get(str(first.get("subcommand")), first)
+            fill_run_directory(config)
+            if config.get("trainer") is not None and config.trainer.get("default_root_dir"):
+                args.append(f"--trainer.default_root_dir={config.trainer.default_root_dir}")
         self.config = parser.parse_args(args)
 
     def _parse_ckpt_path(self) -> None:
@@ -81,6 +88,7 @@ class KDLabCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
+        fill_run_directory(config)
         link_num_classes(config)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:

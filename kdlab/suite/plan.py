@@ -15,14 +15,16 @@ A suite file names teachers to train first and runs (configs × seeds) that may 
       - configs: [experiments/digits/kd.yaml]
         teacher: ConvNet                     # teacher_weights := that teacher's best checkpoint
       - name: "{pair}/{method}"              # one run per combination of the matrix values
-        configs: [experiments/cifar100/base.yaml, "experiments/cifar100/{pair}/{method}.yaml"]
+        configs: [experiments/cifar100/base.yaml, "experiments/cifar100/{pair}.yaml",
+                  "experiments/method/{method}.yaml", "experiments/cifar100/{pair}/{method}.yaml?"]
         teacher: "{teacher}"
         matrix:
           method: [kd, dkd]
           pair: [{pair: resnet56-resnet20, teacher: resnet56}]   # a mapping sets several values
           exclude: [{method: dkd, pair: resnet56-resnet20}]      # combinations left out
 
-Config paths are relative to the current directory, as for ``kdlab fit``.
+Config paths are relative to the current directory, as for ``kdlab fit``; a path ending in ``?``
+is used where the file exists and left out elsewhere (a pair's own recipe for a method).
 """
 
 from __future__ import annotations
@@ -229,13 +231,16 @@ def _configs(spec: dict, where: str) -> tuple[str, ...]:
         configs = [configs]
     if not configs:
         raise ConfigurationError(f"{where}: configs is missing; list the YAML files of `kdlab fit -c ...`")
+    configs = [str(c) for c in configs]
+    optional = {c for c in configs if c.endswith("?")}
+    configs = [c[:-1] if c in optional else c for c in configs if c not in optional or Path(c[:-1]).is_file()]
     missing = [c for c in configs if not Path(c).is_file()]
     if missing:
         raise ConfigurationError(
             f"{where}: no config file at {', '.join(missing)} (paths are relative to the current "
-            f"directory, {Path.cwd()})"
+            f"directory, {Path.cwd()}; end a path with '?' if the file may be absent)"
         )
-    return tuple(str(c) for c in configs)
+    return tuple(configs)
 
 
 def _check_keys(spec: Any, allowed: set[str], where: str) -> None:
