@@ -12,7 +12,7 @@ random crop (padding 4) + flip, validation on the test split after every epoch. 
   teacher   resnet20 trained alone             (experiments/cifar10/teacher.yaml)
   vanilla   resnet8 trained alone              (experiments/cifar10/vanilla.yaml)
   kd        resnet8 from that seed's resnet20: 0.1 CE + 0.9 KD at T 4
-            (experiments/cifar10/resnet20-resnet8/kd.yaml)
+            (experiments/cifar10/resnet20-resnet8.yaml + experiments/method/kd.yaml)
 
 Each phase runs twice, interleaved (the order alternates between seeds): once as the plain loop in
 this file (:func:`plain_run`, in-memory uint8 tensors, its own batched crop + flip, the networks
@@ -45,9 +45,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("teacher", "vanilla", "kd")
 CONFIGS = {
-    "teacher": "experiments/cifar10/teacher.yaml",
-    "vanilla": "experiments/cifar10/vanilla.yaml",
-    "kd": "experiments/cifar10/resnet20-resnet8/kd.yaml",
+    "teacher": ["experiments/cifar10/teacher.yaml"],
+    "vanilla": ["experiments/cifar10/vanilla.yaml"],
+    "kd": ["experiments/cifar10/resnet20-resnet8.yaml", "experiments/method/kd.yaml"],
 }
 NETWORK = {"teacher": "resnet20", "vanilla": "resnet8", "kd": "resnet8"}
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -192,7 +192,8 @@ def run_plain(args: argparse.Namespace, phase: str, seed: int, run_dir: Path) ->
 def run_kdlab(args: argparse.Namespace, phase: str, seed: int, run_dir: Path) -> tuple[float, float]:
     """Wall seconds and final test accuracy of ``kdlab fit`` with the recipe's YAML files."""
     kdlab = Path(sys.executable).with_name("kdlab")
-    command = [str(kdlab), "fit", "-c", "experiments/cifar10/base.yaml", "-c", CONFIGS[phase]]
+    command = [str(kdlab), "fit", "-c", "experiments/cifar10/base.yaml"]
+    command += [argument for config in CONFIGS[phase] for argument in ("-c", config)]
     command += [
         f"--seed_everything={seed}",
         f"--data.init_args.seed={seed}",

@@ -47,7 +47,7 @@ step kd_epoch "$bin/python" benchmarks/kd_epoch.py --device "$device" --root "$r
 step end_to_end "$bin/python" benchmarks/end_to_end.py --device "$device" --root "$root" \
   --epochs "$epochs" --train-fraction "$fraction" --seeds 0 --out "$out/end_to_end"
 step fit_fast "$bin/kdlab" fit -c experiments/cifar10/base.yaml \
-  -c experiments/cifar10/resnet20-resnet8/kd.yaml -c experiments/trainer/gpu_fast.yaml \
+  -c experiments/cifar10/resnet20-resnet8.yaml -c experiments/method/kd.yaml -c experiments/trainer/gpu_fast.yaml \
   --data.init_args.root="$root" --data.init_args.train_fraction="$fraction" \
   --trainer.max_epochs="$epochs" --trainer.accelerator="$accelerator" --trainer.devices=1 \
   --model.init_args.teacher_weights="$out/end_to_end/kdlab/seed0/teacher/checkpoints/last.ckpt" \

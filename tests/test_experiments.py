@@ -20,14 +20,11 @@ from .experiment_commands import REPO, config_files, header_command
 
 
 def _case(path: Path):
-    """The file as a test case; in a CIFAR-100 pair directory only kd.yaml (or the first file) is in
-    the default run and the other methods' files are `slow` (about 230 files, 3 minutes here)."""
+    """The file as a test case; a pair's own recipes for methods (experiments/cifar100/<pair>/*.yaml,
+    about 60 files) are `slow`: the pair and method files they compose with are in the default run."""
     parts = path.relative_to(REPO / "experiments").parts
     if len(parts) == 3 and parts[0] == "cifar100" and "-" in parts[1]:
-        siblings = sorted(p.name for p in path.parent.glob("*.yaml"))
-        representative = "kd.yaml" if "kd.yaml" in siblings else siblings[0]
-        if path.name != representative:
-            return pytest.param(path, marks=pytest.mark.slow)
+        return pytest.param(path, marks=pytest.mark.slow)
     return path
 
 

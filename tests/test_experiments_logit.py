@@ -1,4 +1,5 @@
-"""The logit-distillation experiment files: digits ones run end to end, CIFAR-100 pair files parse."""
+"""The logit-distillation experiment files: digits ones run end to end, CIFAR-100 recipes (pair file +
+method file + the pair's own file where a paper tuned one) follow the papers and parse."""
 
 from __future__ import annotations
 
@@ -14,27 +15,21 @@ import yaml
 
 from kdlab.cli import main
 
+from .recipes import LOGIT_METHODS, PAIRS, recipe, recipe_files, suite_combinations
+
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "experiments" / "digits"
-CIFAR = ROOT / "experiments" / "cifar100"
 FACTORIES = {
     *(f"resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)),
     *("resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"),
     *(f"vgg{d}" for d in (8, 11, 13, 16, 19)),
     *("mobilenetv2", "shufflev1", "shufflev2", "resnet50"),
 }
-PAIRS = [
-    *("resnet56-resnet20", "resnet110-resnet20", "resnet110-resnet32", "resnet32x4-resnet8x4"),
-    *("wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "vgg13-vgg8"),
-    *("vgg13-mobilenetv2", "resnet50-mobilenetv2", "resnet50-vgg8", "resnet32x4-shufflev1"),
-    *("resnet32x4-shufflev2", "wrn_40_2-shufflev1"),
-]
 DKD_BETA = {"resnet56-resnet20": 2.0, "resnet110-resnet32": 2.0, "vgg13-vgg8": 6.0, "vgg13-mobilenetv2": 6.0}
 DKD_BETA |= {"wrn_40_2-wrn_16_2": 6.0, "wrn_40_2-wrn_40_1": 6.0}
 # Logit standardization: (base temperature, KD weight) from the authors' per-pair logs; (2, 9) elsewhere
 LS = {"vgg13-vgg8": (3.0, 9.0), "vgg13-mobilenetv2": (3.0, 9.0), "resnet110-resnet20": (4.0, 12.0)}
 LS |= {"resnet50-mobilenetv2": (3.0, 1.0)}
-METHODS = ("kd", "dkd", "dist", "ctkd", "ls")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
@@ -78,13 +73,15 @@ def test_digits_teacher_config():
 
 
 # ----------------------------------------------------------------------------- CIFAR-100 pairs
-def cifar_files() -> list:
-    return [pytest.param(pair, method, id=f"{pair}/{method}") for pair in PAIRS for method in METHODS]
+def cifar_recipes() -> list:
+    return [pytest.param(pair, method, id=f"{pair}/{method}") for pair in PAIRS for method in LOGIT_METHODS]
 
 
-def test_every_pair_and_logit_method_has_a_file():
-    found = {(path.parent.name, path.stem) for path in CIFAR.glob("*/*.yaml")}
-    assert {(pair, method) for pair in PAIRS for method in METHODS} <= found
+def test_every_logit_method_of_the_cifar100_suites_has_its_files():
+    runs = suite_combinations("suite.yaml") | suite_combinations("suite_kd.yaml")
+    assert {m for _, m in runs} >= {"kd", "dkd", "dist"} and {p for p, _ in runs} == set(PAIRS)
+    for pair, method in runs:
+        assert all(f.is_file() for f in recipe_files(pair, method))
 
 
 def build(spec: dict):
@@ -94,30 +91,28 @@ def build(spec: dict):
     return getattr(importlib.import_module(module_name), name)(**spec.get("init_args", {}))
 
 
-@pytest.mark.parametrize(("pair", "method"), cifar_files())
-def test_cifar_pair_file_follows_the_papers_recipe(pair, method):
-    path = CIFAR / pair / f"{method}.yaml"
-    text = path.read_text()
-    assert (
-        text.splitlines()[0]
-        == f"# kdlab fit -c experiments/cifar100/base.yaml -c experiments/cifar100/{pair}/{method}.yaml"
-    )
-    config = yaml.safe_load(text)
-    assert set(config) <= {"model", "trainer"}, "data and the schedule come from base.yaml"
+@pytest.mark.parametrize(("pair", "method"), cifar_recipes())
+def test_cifar_recipe_follows_the_papers(pair, method):
+    config = recipe(pair, method)
     args = config["model"]["init_args"]
     teacher, student = pair.split("-", 1)
     assert {teacher, student} <= FACTORIES
-    assert args["student"] == {"class_path": f"kdlab.models.cifar.{student}"}
-    assert args["teacher"] == {"class_path": f"kdlab.models.cifar.{teacher}"}
+    assert args["student"]["class_path"] == f"kdlab.models.cifar.{student}"
+    assert args["teacher"]["class_path"] == f"kdlab.models.cifar.{teacher}"
     assert args["teacher_weights"] == f"teachers/cifar100/{teacher}.safetensors"
-    if student in ("mobilenetv2", "shufflev1", "shufflev2"):
-        assert args["optimizer"]["init_args"] == {"lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4}
-    else:
-        assert "optimizer" not in args
+    assert args["lr_scheduler"]["init_args"]["milestones"] == [150, 180, 210]
+    assert config["data"]["init_args"]["batch_size"] == 64
+    mobile = student in ("mobilenetv2", "shufflev1", "shufflev2")
     (distiller,) = [build(spec) for spec in args["distillers"]]
-    trainer = config["trainer"]
-    callbacks = [build(spec) for spec in trainer.get("callbacks", []) + trainer.get("callbacks+", [])]
+    callbacks = [build(spec) for spec in config["trainer"].get("callbacks") or []]
     assert config["trainer"]["default_root_dir"] == f"runs/cifar100/{pair}/{method}"
+    if method == "mlkd":  # the authors' configs: lr 0.025, or 0.01 and 480 epochs for mobile students
+        assert args["optimizer"]["init_args"]["lr"] == (0.01 if mobile else 0.025)
+        assert config["trainer"]["max_epochs"] == (480 if mobile else 240)
+        assert (args["ce_weight"], distiller.weight) == (0.1, 0.9) and callbacks == []
+        return
+    assert args["optimizer"]["init_args"]["lr"] == (0.01 if mobile else 0.05)
+    assert config["trainer"]["max_epochs"] == 240
     if method == "kd":
         assert (args["ce_weight"], distiller.weight, distiller.temperature) == (0.1, 0.9, 4.0)
         assert callbacks == []
@@ -134,7 +129,7 @@ def test_cifar_pair_file_follows_the_papers_recipe(pair, method):
         (ctkd,) = callbacks
         assert (type(ctkd).__name__, ctkd.min_temperature, ctkd.temperature_range) == ("CTKD", 1.0, 20.0)
         assert (ctkd.lambda_max, ctkd.lambda_epochs) == (1.0, 10)
-    else:
+    elif method == "ls":
         assert args["ce_weight"] == 0.1 and distiller.standardize and callbacks == []
         assert (distiller.temperature, distiller.weight) == LS.get(pair, (2.0, 9.0))
 
@@ -149,27 +144,34 @@ def _cifar_stack_missing() -> str | None:
 
 
 @pytest.mark.skipif(_cifar_stack_missing() is not None, reason=str(_cifar_stack_missing()))
-@pytest.mark.parametrize(("pair", "method"), cifar_files())
-def test_cifar_pair_file_parses_with_the_cli(pair, method):
+@pytest.mark.parametrize(
+    ("pair", "method"),
+    [p if p.values[1] == "kd" else pytest.param(*p.values, marks=pytest.mark.slow) for p in cifar_recipes()],
+)
+def test_cifar_recipe_parses_with_the_cli(pair, method):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exited:
         main(
             [
                 "fit",
-                "-c",
-                str(CIFAR / "base.yaml"),
-                "-c",
-                str(CIFAR / pair / f"{method}.yaml"),
+                *(f"--config={f}" for f in recipe_files(pair, method)),
                 "--print_config",
             ]
         )
     assert exited.value.code in (0, None)
-    config = yaml.safe_load(printed.getvalue())
-    args = config["model"]["init_args"]
-    assert args["lr_scheduler"]["init_args"]["milestones"] == [150, 180, 210]
-    assert args["optimizer"]["init_args"]["lr"] == (
-        0.01 if "mobilenet" in pair or "shuffle" in pair else 0.05
-    )
-    assert config["trainer"]["max_epochs"] == 240 and config["data"]["init_args"]["batch_size"] == 64
-    distiller = {"ctkd": "KD", "ls": "KD"}.get(method, method.upper())  # both are KD modules
-    assert args["distillers"][0]["class_path"] == f"kdlab.losses.{distiller}"
+    printed = yaml.safe_load(printed.getvalue())
+    expected = recipe(pair, method)
+    assert printed["trainer"]["default_root_dir"] == f"runs/cifar100/{pair}/{method}"
+    for key in ("distillers", "optimizer", "lr_scheduler", "ce_weight", "teacher_weights"):
+        got, want = printed["model"]["init_args"][key], expected["model"]["init_args"][key]
+        assert _set_values(got) == _set_values(want), key
+    assert printed["trainer"]["max_epochs"] == expected["trainer"]["max_epochs"]
+
+
+def _set_values(value):
+    """``value`` without its None entries (printed and dumped configs differ in which they show)."""
+    if isinstance(value, dict):
+        return {k: _set_values(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set_values(v) for v in value]
+    return value

@@ -22,25 +22,21 @@ from kdlab.losses import IncompatibleShapesError
 from kdlab.models import ConvNet
 from kdlab.models.small import StridedConvNet
 
-DIGITS = Path(__file__).parents[1] / "experiments" / "digits"
-METHODS = [
-    "fitnet",
-    "at",
-    "sp",
-    "cc",
-    "vid",
-    "rkd",
-    "pkt",
-    "nst",
-    "kdsvd",
-    "crd",
-    "ab",
-    "ft",
-    "fsp",
-    "ofd",
-    "reviewkd",
-]
-MULTISTAGE = {"ab", "ft", "fsp"}
+from .recipes import DIGITS, is_feature_method
+
+
+def _is_feature_config(path: Path) -> bool:
+    return path.stem != "suite" and is_feature_method(yaml.safe_load(path.read_text()))
+
+
+def _init_epochs(method: str) -> int:
+    (spec,) = yaml.safe_load((DIGITS / f"{method}.yaml").read_text())["model"]["init_args"]["distillers"]
+    return spec.get("init_args", {}).get("init_epochs", 0)
+
+
+# Every digits file of a feature method (a method without one is not run on the digits).
+METHODS = sorted(p.stem for p in DIGITS.glob("*.yaml") if _is_feature_config(p))
+MULTISTAGE = {m for m in METHODS if _init_epochs(m)}
 QUICK = [
     "--data.init_args.batch_size=16",
     "--trainer.limit_train_batches=2",

@@ -1,5 +1,5 @@
 #!/bin/bash
-# bash experiments/slurm/torchrun.sh 4 -c experiments/cifar100/base.yaml -c experiments/cifar100/resnet32x4-resnet8x4/kd.yaml
+# bash experiments/slurm/torchrun.sh 4 -c experiments/cifar100/base.yaml -c experiments/cifar100/resnet32x4-resnet8x4.yaml -c experiments/method/kd.yaml
 #
 # `kdlab fit` with DDP over NPROC processes per node, started by torchrun (no SLURM needed).
 # Lightning recognises torchrun's environment (TorchElasticEnvironment) and joins its process
