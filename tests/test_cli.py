@@ -73,6 +73,27 @@ def test_validate_and_test_subcommands_use_a_checkpoint(tmp_path):
     assert main(["test", *_args(root), f"--ckpt_path={ckpt}"]) == 0
 
 
+def test_a_fresh_fit_never_overwrites_a_runs_checkpoints(tmp_path, capsys):
+    root = tmp_path / "run"
+    assert main(["fit", *_args(root)]) == 0
+    before = {p.name: p.read_bytes() for p in (root / "checkpoints").iterdir()}
+    assert main(["fit", *_args(root, "--trainer.max_epochs=1")]) == 2
+    error = capsys.readouterr().err
+    assert "already holds a run (best.ckpt, last.ckpt)" in error and "--ckpt_path last" in error
+    assert {p.name: p.read_bytes() for p in (root / "checkpoints").iterdir()} == before
+    assert main(["fit", *_args(tmp_path / "other", "--trainer.max_epochs=1")]) == 0  # elsewhere: fine
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_ckpt_path_best_and_last_name_the_runs_checkpoints(tmp_path, capsys, subcommand, which):
+    root = tmp_path / "run"
+    assert main(["fit", *_args(root, "--trainer.max_epochs=1")]) == 0
+    assert main([subcommand, *_args(root), f"--ckpt_path={which}"]) == 0
+    assert main([subcommand, *_args(tmp_path / "none"), f"--ckpt_path={which}"]) == 2
+    assert f"there is no {tmp_path / 'none' / 'checkpoints' / which}.ckpt" in capsys.readouterr().err
+
+
 def test_num_classes_is_linked_from_data_to_student_and_teacher(tmp_path, teacher_file):
     cli = KDLabCLI(args=[*_args(tmp_path, teacher=str(teacher_file))], run=False)
     assert cli.datamodule.num_classes == 10
@@ -229,3 +250,27 @@ def test_a_composed_run_is_named_after_its_method_files(tmp_path, monkeypatch):
     # Without a method file: the distillers' names, or vanilla.
     assert method_name(["a/pair.yaml"], [{"class_path": "kdlab.losses.DKD"}]) == "dkd"
     assert method_name(["a/pair.yaml"], []) == "vanilla"
+
+
+def test_a_num_classes_that_contradicts_the_data_is_an_error_naming_both(tmp_path, capsys):
+    args = _args(tmp_path / "run", "--model.student.num_classes=5")
+    assert main(["fit", *args]) == 2
+    error = capsys.readouterr().err
+    assert "num_classes is 5, but the data (kdlab.data.DigitsDataModule) has 10 classes" in error
+
+
+def test_print_config_shows_the_linked_num_classes(capsys):
+    experiments = Path(__file__).parents[1] / "experiments" / "cifar10"
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "-c",
+                str(experiments / "base.yaml"),
+                "-c",
+                str(experiments / "vanilla.yaml"),
+                "--print_config",
+            ]
+        )
+    printed = capsys.readouterr().out
+    assert "num_classes: 10" in printed and "num_classes: 100" not in printed  # resnet8's default is 100

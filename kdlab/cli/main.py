@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -23,8 +24,8 @@ from kdlab.callbacks.requeue import RequeueAtStepEnd
 from kdlab.checkpointing import AtomicCheckpointIO, unreadable_checkpoint
 from kdlab.cli.overrides import as_list_arguments, split_indexed
 from kdlab.cli.parser import KDLabArgumentParser
-from kdlab.cli.run_dir import fill_run_directory
-from kdlab.errors import find_user_error, lost_peer
+from kdlab.cli.run_dir import fill_run_directory, named_checkpoint, refuse_to_overwrite
+from kdlab.errors import ConfigurationError, find_user_error, lost_peer
 
 __all__ = ["BestAndLastCheckpoint", "KDLabCLI", "build", "link_num_classes", "main"]
 
@@ -75,7 +76,16 @@ class KDLabCLI(LightningCLI):
             fill_run_directory(config)
             if config.get("trainer") is not None and config.trainer.get("default_root_dir"):
                 args.append(f"--trainer.default_root_dir={config.trainer.default_root_dir}")
+            with contextlib.suppress(Exception):  # data that cannot be built yet prints unlinked
+                for role, classes in link_num_classes(config).items():
+                    args.append(f"--model.init_args.{role}.init_args.num_classes={classes}")
         self.config = parser.parse_args(args)
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(str(subcommand), self.config)
+        fill_run_directory(config)
+        if subcommand and config.get("trainer") is not None:
+            root = config.trainer.get("default_root_dir") or "."
+            config.ckpt_path = named_checkpoint(config.get("ckpt_path"), root, subcommand)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads --ckpt_path (safely) for its hyper-parameters before anything else;
@@ -87,9 +97,11 @@ class KDLabCLI(LightningCLI):
             raise unreadable_checkpoint(path, error) from None
 
     def before_instantiate_classes(self) -> None:
-        config = self.config.get(str(self.subcommand), self.config)
-        fill_run_directory(config)
-        link_num_classes(config)
+        link_num_classes(self.config.get(str(self.subcommand), self.config))
+
+    def before_fit(self) -> None:
+        if self.config.fit.get("ckpt_path") is None:
+            refuse_to_overwrite(self.trainer.default_root_dir)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self._get(self.config_init, "trainer", default={})
@@ -119,37 +131,53 @@ def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     return plugins
 
 
-def link_num_classes(config: Namespace) -> None:
-    """Set ``num_classes`` of the student and teacher from ``data.num_classes``.
+def link_num_classes(config: Namespace) -> dict[str, int]:
+    """Set ``num_classes`` of the student and teacher from ``data.num_classes``; return what was set,
+    by role.
 
     The data is the single source of truth for the number of classes, so configs state it
     once. Models whose class takes no ``num_classes`` argument are left alone (the module
     still checks the logits' width against the data at set-up). Done here rather than with
     jsonargparse links because the teacher is optional and not every model takes the argument.
+
+    Raises:
+        ConfigurationError: a model's ``num_classes`` was set (to other than its default) and
+            differs from the data's.
     """
     data, model = config.get("data"), config.get("model")
     if data is None or model is None or not isinstance(model.get("init_args"), Namespace):
-        return
+        return {}
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data")
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in 4.49
     num_classes = getattr(instantiate(Namespace(data=data.clone())).data, "num_classes", None)
     if not isinstance(num_classes, int):
-        return
+        return {}
+    linked = {}
     for role in ("student", "teacher"):
         spec = model.init_args.get(role)
-        if isinstance(spec, Namespace) and "num_classes" in _init_parameters(spec.get("class_path", "")):
-            if not isinstance(spec.get("init_args"), Namespace):
-                spec.init_args = Namespace()
-            spec.init_args.num_classes = num_classes
+        parameters = _init_parameters(spec.get("class_path", "")) if isinstance(spec, Namespace) else {}
+        if "num_classes" not in parameters:
+            continue
+        if not isinstance(spec.get("init_args"), Namespace):
+            spec.init_args = Namespace()
+        given, default = spec.init_args.get("num_classes"), parameters["num_classes"].default
+        if given not in (None, default, num_classes):
+            raise ConfigurationError(
+                f"model.init_args.{role}.init_args.num_classes is {given}, but the data "
+                f"({data.get('class_path')}) has {num_classes} classes; remove num_classes (it is taken "
+                "from the data) or use data with that many classes"
+            )
+        spec.init_args.num_classes = linked[role] = num_classes
+    return linked
 
 
-def _init_parameters(class_path: str) -> set[str]:
+def _init_parameters(class_path: str) -> dict[str, inspect.Parameter]:
     module_name, _, name = class_path.rpartition(".")
     try:
-        return set(inspect.signature(getattr(importlib.import_module(module_name), name)).parameters)
+        return dict(inspect.signature(getattr(importlib.import_module(module_name), name)).parameters)
     except (ImportError, AttributeError, ValueError, TypeError):
-        return set()
+        return {}
 
 
 def _tool(name: str) -> Callable[..., int | None]:

@@ -1,4 +1,5 @@
-"""The run directory of a composed experiment: ``{method}`` in ``trainer.default_root_dir``.
+"""The run directory: its name for a composed experiment (``{method}`` in ``trainer.default_root_dir``),
+no second fit over a run's checkpoints, ``--ckpt_path best|last`` as that run's files.
 
 A pair file (``experiments/cifar100/<pair>.yaml``) is composed with any method file
 (``experiments/method/<method>.yaml``), so neither alone knows the run's name; the pair file says
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from kdlab.errors import CheckpointError
 
 PLACEHOLDER = "{method}"
 
@@ -37,3 +40,40 @@ def fill_run_directory(config: Any) -> None:
     init_args = model.get("init_args") if model is not None else None
     distillers = init_args.get("distillers") if init_args is not None else None
     trainer.default_root_dir = root.replace(PLACEHOLDER, method_name(config.get("config") or (), distillers))
+
+
+def refuse_to_overwrite(root: str | Path) -> None:
+    """Stop a fresh ``kdlab fit`` (no ``--ckpt_path``) whose run directory already holds a run's
+    checkpoints: Lightning would overwrite its ``best.ckpt``/``last.ckpt``.
+
+    Raises:
+        CheckpointError: ``root/checkpoints`` (or ``root`` itself, SLURM's ``hpc_ckpt_*``) holds
+            checkpoints; the message offers resuming or another directory.
+    """
+    root = Path(root)
+    found = sorted(root.glob("checkpoints/*.ckpt")) + sorted(root.glob("hpc_ckpt_*.ckpt"))
+    if found:
+        names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise CheckpointError(
+            f"{root} already holds a run ({names}); a new fit would overwrite it. Resume it with "
+            f"--ckpt_path last, or start elsewhere with --trainer.default_root_dir <new directory> "
+            f"(or delete {root} if that run is not wanted)"
+        )
+
+
+def named_checkpoint(ckpt_path: str | None, root: str | Path, subcommand: str) -> str | None:
+    """``--ckpt_path best|last`` of validate/test/predict as the run's ``checkpoints/<name>.ckpt``
+    (fit leaves ``last`` to Lightning, which also finds SLURM's newer ``hpc_ckpt_*``).
+
+    Raises:
+        CheckpointError: the run has no such checkpoint.
+    """
+    if ckpt_path not in ("best", "last") or subcommand == "fit":
+        return ckpt_path
+    path = Path(root) / "checkpoints" / f"{ckpt_path}.ckpt"
+    if not path.is_file():
+        raise CheckpointError(
+            f"--ckpt_path {ckpt_path}: there is no {path}; train the run first (kdlab fit with the same "
+            "configs) or give a checkpoint file's path"
+        )
+    return str(path)
