@@ -14,6 +14,7 @@ from kdlab.tools.demo import run_demo
 def test_demo_writes_table_csv_json_and_plot(tmp_path, capsys):
     assert main(["demo", "--seeds=2", "--epochs=2", "--teacher_epochs=2", f"--output={tmp_path}"]) == 0
     printed = capsys.readouterr().out
+    assert "[1/5] teacher, 2 epochs: test acc1" in printed and "[5/5] student (KD), seed 1" in printed
     assert "student (KD)" in printed and "student (scratch)" in printed and "teacher" in printed
     runs = pd.read_csv(tmp_path / "results.csv")
     assert sorted(runs["model"].value_counts().items()) == [
@@ -35,3 +36,11 @@ def test_full_demo_kd_student_is_at_least_as_accurate_as_scratch(tmp_path):
     rows = {row["model"]: row for row in run_demo(output=str(tmp_path))}
     assert rows["student (KD)"]["test_acc1_mean"] >= rows["student (scratch)"]["test_acc1_mean"]
     assert rows["teacher"]["test_acc1_mean"] > 0.97
+
+
+def test_the_demo_gives_the_same_accuracies_every_time(tmp_path):
+    tables = []
+    for attempt in ("first", "second"):
+        main(["demo", "--seeds=1", "--epochs=2", "--teacher_epochs=2", f"--output={tmp_path / attempt}"])
+        tables.append(pd.read_csv(tmp_path / attempt / "results.csv"))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
