@@ -220,6 +220,7 @@ class DistillationModule(LightningModule):
             example = example_from_data(datamodule, stage, self._parameter_device())
         if example is None:
             return
+        self.example_input_array = example[:1]  # the model summary's FLOPs: the student's, per image
         student, teacher = self.probe(example)
         check_logits(student.logits, teacher, getattr(datamodule, "num_classes", None))
         if teacher is not None and not self._distillers_built:
@@ -265,6 +266,10 @@ class DistillationModule(LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor | None]:
         return self._evaluate(Batch(*batch), "test", True, dataloader_idx)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """The student's logits (what the module deploys; the teacher only teaches)."""
+        return self.student(inputs)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -312,7 +317,10 @@ class DistillationModule(LightningModule):
         # Logged once per epoch, not per batch (see kdlab.metrics.KDMetrics); Lightning computes
         # each metric (reduced over DDP processes) and resets it. A callback's own
         # on_validation_epoch_end runs before this one and sees them from the next epoch on.
-        self.log_dict({f"{stage}/{name}": metric for name, metric in self.metrics[stage].updated().items()})
+        metrics = {f"{stage}/{name}": metric for name, metric in self.metrics[stage].updated().items()}
+        shown = {k: metrics.pop(k) for k in ("val/acc1",) if k in metrics}  # in the progress bar
+        self.log_dict(metrics)
+        self.log_dict(shown, prog_bar=True)
 
     def on_train_epoch_start(self) -> None:
         self.epoch_means.reset()
@@ -321,8 +329,8 @@ class DistillationModule(LightningModule):
         self._check_finite()
         means = self.epoch_means.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
         if means:
-            logged = {f"train/{name}": value for name, value in means.items()}
-            self.log_dict(logged | {"train/loss": torch.stack(list(means.values())).sum()})
+            self.log_dict({f"train/{name}": value for name, value in means.items()})
+            self.log("train/loss", torch.stack(list(means.values())).sum(), prog_bar=True)
 
     # ----------------------------------------------------------------------------- optimisation
     def trainable_parameters(self) -> list[nn.Parameter]:

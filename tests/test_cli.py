@@ -274,3 +274,31 @@ def test_print_config_shows_the_linked_num_classes(capsys):
         )
     printed = capsys.readouterr().out
     assert "num_classes: 10" in printed and "num_classes: 100" not in printed  # resnet8's default is 100
+
+
+def test_a_fit_shows_loss_and_accuracy_then_a_closing_summary_and_no_noise(tmp_path, capsys, recwarn):
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    root = tmp_path / "run"
+    cli = KDLabCLI(args=["fit", *_args(root, "--trainer.enable_model_summary=true")])
+    assert {"train/loss", "val/acc1"} <= set(cli.trainer.progress_bar_metrics)
+    printed = capsys.readouterr()
+    best = cli.trainer.checkpoint_callback
+    summary = f"kdlab: best val/acc1 {100 * float(best.best_model_score):.2f}% at epoch "
+    assert summary in printed.out and f"{root / 'checkpoints' / 'best.ckpt'}; last: " in printed.out
+    assert "fit took" in printed.out
+    assert ModelSummary(cli.model).total_flops > 0  # the student's forward on one example image
+    assert "Total FLOPs: 0" not in printed.out
+    noise = ("💡 Tip", "smaller than the logging interval", "LeafSpec")
+    assert not any(n in printed.out + printed.err for n in noise)
+    assert not any(n in str(w.message) for w in recwarn for n in noise)
+
+
+def test_the_summary_names_the_epoch_of_the_best_checkpoint(tmp_path, capsys):
+    root = tmp_path / "run"
+    cli = KDLabCLI(args=["fit", *_args(root, "--trainer.max_epochs=3")])
+    epochs = pd.read_csv(root / "logs" / "version_0" / "metrics.csv").dropna(subset=["val/acc1"])
+    best_epoch = int(epochs.loc[epochs["val/acc1"].idxmax(), "epoch"])
+    assert cli.trainer.checkpoint_callback.best_epoch == best_epoch
+    assert f"at epoch {best_epoch}:" in capsys.readouterr().out
+    assert torch.load(root / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == best_epoch

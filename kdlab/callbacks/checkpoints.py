@@ -45,6 +45,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=True,
         )
         self.step_interval = every_n_train_steps
+        self.best_epoch: int | None = None  # the epoch of best.ckpt, for the closing summary
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.dirpath is None:
@@ -63,8 +64,28 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = saved_at
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        best = self.best_model_score
         super().on_train_epoch_end(trainer, pl_module)
+        if self.best_model_score is not None and (best is None or self.best_model_score is not best):
+            self.best_epoch = trainer.current_epoch  # best.ckpt keeps its name: its score tells a new one
         # Lightning writes last.ckpt at epoch end only when the epoch also produced a new best;
         # a resumable run needs it after every epoch.
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def state_dict(self) -> dict[str, Any]:
+        return super().state_dict() | {"best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_epoch = state_dict.get("best_epoch", self.best_epoch)
+
+    def summary(self) -> str:
+        """One line: the best monitored value, its epoch and where best and last are."""
+        if self.best_model_score is None:
+            last = self.last_model_path or "none"
+            return f"no best checkpoint (no {self.monitor} was logged); last: {last}"
+        score = float(self.best_model_score)
+        shown = f"{100 * score:.2f}%" if self.monitor.endswith("acc1") else f"{score:.4g}"
+        epoch = "" if self.best_epoch is None else f" at epoch {self.best_epoch}"
+        return f"best {self.monitor} {shown}{epoch}: {self.best_model_path}; last: {self.last_model_path}"

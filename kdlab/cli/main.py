@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import logging
 import os
 import sys
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +44,21 @@ TOOLS: dict[str, tuple[str, str]] = {
 }
 
 
+# Warnings that every run would print and that no configuration of the user's can fix.
+_NOT_THE_USERS = (
+    # kdlab logs training values once per epoch, not every log_every_n_steps steps.
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's own call into torch
+)
+
+
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip" lines (an advertisement for a cloud logger) from every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 class KDLabCLI(LightningCLI):
     """LightningCLI with kdlab defaults: any module/datamodule by ``class_path``, the number of
     classes stated once (``data.num_classes`` feeds student and teacher, see
@@ -51,6 +69,11 @@ class KDLabCLI(LightningCLI):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for message in _NOT_THE_USERS:
+            warnings.filterwarnings("ignore", message=message)
+        tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+        if not any(isinstance(f, _NoAdvertisement) for f in tips.filters):
+            tips.addFilter(_NoAdvertisement())
         kwargs.setdefault("parser_class", KDLabArgumentParser)
         kwargs.setdefault("model_class", LightningModule)
         kwargs.setdefault("datamodule_class", LightningDataModule)
@@ -102,6 +125,14 @@ class KDLabCLI(LightningCLI):
     def before_fit(self) -> None:
         if self.config.fit.get("ckpt_path") is None:
             refuse_to_overwrite(self.trainer.default_root_dir)
+        self._fit_started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        checkpoints = [c for c in self.trainer.callbacks if isinstance(c, BestAndLastCheckpoint)]
+        if checkpoints and self.trainer.is_global_zero and not self.trainer.interrupted:
+            minutes, seconds = divmod(time.perf_counter() - self._fit_started, 60)
+            took = f"{int(minutes)} min {seconds:.0f} s" if minutes else f"{seconds:.1f} s"
+            print(f"kdlab: {checkpoints[0].summary()} (fit took {took})", flush=True)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self._get(self.config_init, "trainer", default={})
