@@ -16,7 +16,13 @@ from kdlab.callbacks import CompressionReport
 from kdlab.data import DigitsDataModule
 from kdlab.models import MLP, ConvNet
 from kdlab.models.cifar import resnet8, resnet20
-from kdlab.models.profile import count_flops, count_parameters, latency_per_image, serialized_bytes
+from kdlab.models.profile import (
+    count_flops,
+    count_parameters,
+    latency_per_image,
+    latency_quantiles,
+    serialized_bytes,
+)
 
 
 def test_parameters_and_flops_by_hand():
@@ -117,3 +123,42 @@ def test_zoo_pair_config_reports_compression_on_the_digits(tmp_path, capsys):
     ratio = count_parameters(resnet8(10, 1)) / count_parameters(resnet20(10, 1))
     assert f"{ratio:.3f}" in printed
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_latency_is_the_median_of_timed_passes_and_a_busy_machine_is_flagged(monkeypatch, trainer_kwargs):
+    import itertools
+    import statistics
+    import types
+
+    import kdlab.models.profile as profile
+
+    timed = [1.0, 1.1, 1.2, 1.0, 30.0, 1.1, 1.0, 1.2, 1.1, 1.0]  # one pass hit by another process
+    passes, calls, now = itertools.cycle([5.0, 5.0, *timed]), itertools.count(), [0.0]
+
+    def perf_counter() -> float:  # every second reading ends a pass that took the next duration
+        if next(calls) % 2:
+            now[0] += next(passes)
+        return now[0]
+
+    monkeypatch.setattr(profile, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    deciles = statistics.quantiles(timed, n=10, method="inclusive")
+    low, median, high = latency_quantiles(MLP(), (1, 8, 8), warmup=2, repeats=10)
+    assert (low, median, high) == pytest.approx((deciles[0], 1.1, deciles[-1]))  # warm-up left out
+    assert high / low > 2
+    assert latency_per_image(MLP(), (1, 8, 8), warmup=2, repeats=10) == pytest.approx(1.1)
+
+    report = CompressionReport(warmup=2, repeats=10)
+    module = DistillationModule(MLP(hidden=[16]), teacher=ConvNet(width=8))
+    options = {"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 0}
+    with pytest.warns(UserWarning, match=r"latency varied more than 2.0x .*the machine was busy"):
+        Trainer(**(trainer_kwargs | options), callbacks=[report]).fit(module, DigitsDataModule())
+    assert "median of 10 passes after 2 warm-up" in report.timing_label()
+
+
+def test_the_kdlab_command_reports_compression_by_default(tmp_path):
+    from kdlab.cli import KDLabCLI
+
+    args = ["--model=kdlab.DistillationModule", "--model.student=kdlab.models.MLP"]
+    args += ["--data=kdlab.data.DigitsDataModule", f"--trainer.default_root_dir={tmp_path}"]
+    cli = KDLabCLI(args=args, run=False)
+    assert any(isinstance(c, CompressionReport) for c in cli.trainer.callbacks)

@@ -6,9 +6,12 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from kdlab.models.profile import count_flops, count_parameters, latency_per_image, serialized_bytes
+from kdlab.models.profile import count_flops, count_parameters, latency_quantiles, serialized_bytes
+
+NOISY_SPREAD = 2.0  # 90th over 10th percentile of the timed passes above which latency is flagged
 
 
 class CompressionReport(Callback):
@@ -49,7 +52,20 @@ class CompressionReport(Callback):
         if not trainer.is_global_zero:
             return
         self.report = self.measure_run(trainer, pl_module)
-        _print_table(self.report, self._input_shape(trainer))
+        _print_table(self.report, self._input_shape(trainer), self.timing_label())
+        busy = [
+            f"{net} {key.split('_')[0].upper()}"
+            for net, row in self.report.items()
+            if net != "ratio"
+            for key, value in row.items()
+            if key.endswith("_spread") and value > NOISY_SPREAD
+        ]
+        if busy:
+            rank_zero_warn(
+                f"CompressionReport: latency varied more than {NOISY_SPREAD}x between passes "
+                f"({', '.join(busy)}): the machine was busy; measure on a quiet machine (e.g. "
+                "benchmarks/zoo_compression.py) before quoting these latencies"
+            )
         metrics = {
             f"compression/{net}/{key}": value
             for net, row in self.report.items()
@@ -69,7 +85,11 @@ class CompressionReport(Callback):
         report = {name: self.measure(model, shape) for name, model in _networks(pl_module).items()}
         if "teacher" in report:
             student, teacher = report["student"], report["teacher"]
-            report["ratio"] = {key: student[key] / teacher[key] for key in student if teacher[key]}
+            report["ratio"] = {
+                key: student[key] / teacher[key]
+                for key in student
+                if teacher[key] and not key.endswith("_spread")
+            }
         return report
 
     def measure(self, model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
@@ -79,11 +99,21 @@ class CompressionReport(Callback):
             "params": float(count_parameters(model)),
             "flops": float(count_flops(model, input_shape)),
             "bytes": float(serialized_bytes(model)),
-            "cpu_latency_ms": 1e3 * latency_per_image(model, input_shape, "cpu", **timing),
         }
-        if self.gpu and torch.cuda.is_available():
-            row["gpu_latency_ms"] = 1e3 * latency_per_image(model, input_shape, "cuda", **timing)
+        devices = ["cpu"] + (["gpu"] if self.gpu and torch.cuda.is_available() else [])
+        for device in devices:
+            low, median, high = latency_quantiles(model, input_shape, device.replace("gpu", "cuda"), **timing)
+            row[f"{device}_latency_ms"] = 1e3 * median
+            row[f"{device}_latency_spread"] = high / low  # 90th over 10th percentile of the passes
         return row
+
+    def timing_label(self) -> str:
+        """How the latencies were measured, for the table."""
+        threads = torch.get_num_threads()
+        return (
+            f"latency: median of {self.repeats} passes after {self.warmup} warm-up, "
+            f"{self.latency_batch_size} image(s) per pass, {threads} CPU thread{'s' if threads > 1 else ''}"
+        )
 
     def _input_shape(self, trainer: Trainer) -> tuple[int, ...]:
         if self.input_shape is not None:
@@ -115,11 +145,11 @@ _ROWS = (
 )
 
 
-def _print_table(report: dict[str, dict[str, float]], shape: Sequence[int]) -> None:
+def _print_table(report: dict[str, dict[str, float]], shape: Sequence[int], caption: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Compression report (input {'×'.join(map(str, shape))})")
+    table = Table(title=f"Compression report (input {'×'.join(map(str, shape))})", caption=caption)
     table.add_column("")
     columns = [name for name in ("teacher", "student", "model", "ratio") if name in report]
     for name in columns:

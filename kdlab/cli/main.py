@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from kdlab.callbacks.checkpoints import BestAndLastCheckpoint
+from kdlab.callbacks.compression import CompressionReport
 from kdlab.callbacks.fast_paths import FastPaths
 from kdlab.callbacks.random_state import RandomState
 from kdlab.callbacks.requeue import RequeueAtStepEnd
@@ -64,7 +65,8 @@ class KDLabCLI(LightningCLI):
     classes stated once (``data.num_classes`` feeds student and teacher, see
     :func:`link_num_classes`), best/last checkpoints written atomically, random-generator
     state in checkpoints, SLURM requeue at the end of a step, the fast teacher and memory layout of
-    :class:`~kdlab.callbacks.FastPaths` (configure one to change its options), a CSV logger under
+    :class:`~kdlab.callbacks.FastPaths` (configure one to change its options), the
+    :class:`~kdlab.callbacks.CompressionReport` at fit start, a CSV logger under
     ``trainer.default_root_dir``, short errors with suggestions.
     """
 
@@ -147,7 +149,7 @@ class KDLabCLI(LightningCLI):
                 if isinstance(callback, BestAndLastCheckpoint) and callback.dirpath is None:
                     callback.dirpath = os.path.join(root, "checkpoints")
         kwargs["plugins"] = _with_atomic_checkpoints(config.get("plugins"))  # hpc checkpoints too
-        for default in (RandomState, RequeueAtStepEnd, FastPaths):
+        for default in (RandomState, RequeueAtStepEnd, FastPaths, CompressionReport):
             if not any(isinstance(c, default) for c in callbacks):
                 callbacks.append(default())
         kwargs["callbacks"] = callbacks

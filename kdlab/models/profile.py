@@ -83,6 +83,19 @@ def latency_per_image(
         warmup: Untimed passes first (allocator, cuDNN autotuning, caches).
         repeats: Timed passes; the median is reported.
     """
+    return latency_quantiles(model, input_shape, device, batch_size, warmup, repeats)[1]
+
+
+def latency_quantiles(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> tuple[float, float, float]:
+    """The 10th percentile, median and 90th percentile of :func:`latency_per_image`'s timed passes,
+    per image, in seconds: a wide spread means the machine was busy while it measured."""
     device = torch.device(device)
     plain = _plain_copy(model, device)
     x = torch.zeros(batch_size, *input_shape, device=device)
@@ -93,9 +106,13 @@ def latency_per_image(
             start = time.perf_counter()
             plain(x)
             _synchronize(device)
+            elapsed = time.perf_counter() - start
             if step >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times) / batch_size
+                times.append(elapsed / batch_size)
+    if len(times) == 1:
+        return times[0], times[0], times[0]
+    deciles = statistics.quantiles(times, n=10, method="inclusive")
+    return deciles[0], statistics.median(times), deciles[-1]
 
 
 _HOOK_DICTS = (
