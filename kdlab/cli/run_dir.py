@@ -46,13 +46,16 @@ def refuse_to_overwrite(root: str | Path) -> None:
     """Stop a fresh ``kdlab fit`` (no ``--ckpt_path``) whose run directory already holds a run's
     checkpoints: Lightning would overwrite its ``best.ckpt``/``last.ckpt``.
 
+    A SLURM ``hpc_ckpt_*.ckpt`` in ``root`` is no obstacle: Lightning resumes from it by itself
+    (a requeued job runs the same command).
+
     Raises:
-        CheckpointError: ``root/checkpoints`` (or ``root`` itself, SLURM's ``hpc_ckpt_*``) holds
-            checkpoints; the message offers resuming or another directory.
+        CheckpointError: ``root/checkpoints`` holds checkpoints; the message offers resuming or
+            another directory.
     """
     root = Path(root)
-    found = sorted(root.glob("checkpoints/*.ckpt")) + sorted(root.glob("hpc_ckpt_*.ckpt"))
-    if found:
+    found = sorted(root.glob("checkpoints/*.ckpt"))
+    if found and not any(root.glob("hpc_ckpt_*.ckpt")):
         names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
         raise CheckpointError(
             f"{root} already holds a run ({names}); a new fit would overwrite it. Resume it with "
