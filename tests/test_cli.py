@@ -172,13 +172,17 @@ def test_bad_arguments_give_short_errors_with_hints(tmp_path, capsys, extra, exp
     assert len(error.splitlines()) < 15 and "Traceback" not in error
 
 
-def test_malformed_yaml_is_reported_with_its_line(tmp_path, capsys):
+def test_malformed_yaml_is_reported_with_its_file_and_line(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("model:\n  class_path: kdlab.DistillationModule\n   init_args: [\n")
     with pytest.raises(SystemExit):
         main(["fit", f"--config={config}"])
     error = capsys.readouterr().err
-    assert "line 3" in error and "malformed" in error
+    assert f"{config} is not valid YAML" in error and "line 3" in error
+    good = Path(__file__).parents[1] / "experiments" / "digits" / "vanilla.yaml"
+    with pytest.raises(SystemExit):  # the bad file is named among several
+        main(["fit", "-c", str(good), "-c", str(config)])
+    assert f"kdlab: error: {config} is not valid YAML" in capsys.readouterr().err
 
 
 def test_missing_teacher_file_is_a_short_error(tmp_path, capsys):

@@ -27,7 +27,7 @@ from kdlab.callbacks.random_state import RandomState
 from kdlab.callbacks.requeue import RequeueAtStepEnd
 from kdlab.checkpointing import AtomicCheckpointIO, unreadable_checkpoint
 from kdlab.cli.overrides import as_list_arguments, split_indexed
-from kdlab.cli.parser import KDLabArgumentParser
+from kdlab.cli.parser import KDLabArgumentParser, check_config_files
 from kdlab.cli.run_dir import fill_run_directory, named_checkpoint, refuse_to_overwrite
 from kdlab.errors import ConfigurationError, find_user_error, lost_peer
 
@@ -90,6 +90,7 @@ class KDLabCLI(LightningCLI):
         if isinstance(args, (dict, Namespace)):
             return super().parse_arguments(parser, args)
         args, overrides = split_indexed(list(sys.argv[1:] if args is None else args))
+        check_config_files(args)
         if overrides:  # --a.b.N.c value: one element of a list (see kdlab.cli.overrides)
             first = parser.parse_args(
                 [a for a in args if not a.startswith(("--print_config", "-h", "--help"))]

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import re
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
@@ -72,6 +73,29 @@ def explain(message: str, option_strings: list[str]) -> str:
     if "Problems parsing config" in message:
         hints.append("the YAML is malformed at the line and column shown; check indentation and brackets.")
     return "\n".join(lines + [f"hint: {hint}" for hint in hints])
+
+
+def check_config_files(args: list[str]) -> None:
+    """Stop with a short error naming the file when a ``-c``/``--config`` file is not valid YAML
+    (jsonargparse reports the line and column, but not which of the files it was)."""
+    import yaml
+
+    for position, argument in enumerate(args):
+        path = argument.partition("=")[2] if argument.startswith("--config=") else None
+        if argument in ("-c", "--config") and position + 1 < len(args):
+            path = args[position + 1]
+        if path is None or not Path(path).is_file():
+            continue
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            sys.stderr.write(
+                f"kdlab: error: {path} is not valid YAML: {problem}{where}; check indentation and brackets\n"
+            )
+            sys.exit(2)
 
 
 def model_arguments_help(class_path: str = "kdlab.DistillationModule") -> str:
