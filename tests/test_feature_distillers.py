@@ -10,7 +10,17 @@ from torch import nn
 
 from kdlab import DistillationModule
 from kdlab.data import DigitsDataModule
-from kdlab.losses import CRD, KDSVD, OFD, VID, BuildContext, FitNet, IncompatibleShapesError, bn_margin
+from kdlab.losses import (
+    CRD,
+    KDSVD,
+    OFD,
+    VID,
+    BuildContext,
+    FitNet,
+    IncompatibleShapesError,
+    bn_margin,
+    crd_loss,
+)
 from kdlab.losses.ofd import bn_feeding
 from kdlab.models import ConvNet
 from kdlab.models.small import StridedConvNet
@@ -64,6 +74,27 @@ def test_crd_memory_update_is_a_normalised_momentum_mix():
     assert (normalizers > 0).all()
     crd(student, teacher, Batch(student.logits, targets, indices))
     assert torch.equal(crd.normalizers, normalizers)  # fixed after the first batch
+
+
+@pytest.mark.parametrize(("num_samples", "negatives"), [(20, 8), (200, 3)], ids=["product", "gather"])
+def test_crd_module_is_crd_loss_on_the_gathered_memory_rows(num_samples, negatives, monkeypatch):
+    """The module scores the memory without gathering its rows (a (batch, N) product where N is
+    small, the gathered rows elsewhere); either way the loss is crd_loss of memory[rows]."""
+    crd = _built_crd(num_samples=num_samples, negatives=negatives)
+    indices, targets = torch.tensor([3, 7, 11]), torch.tensor([0, 1, 0])
+    student, teacher = _crd_features(3, seed=1), _crd_features(3, seed=2)
+    drawn = torch.randint(0, num_samples, (3, negatives), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(crd, "_negatives", lambda *args: drawn)
+    memories = crd.student_memory.clone(), crd.teacher_memory.clone()
+    loss = crd(student, teacher, Batch(student.logits, targets, indices))
+    rows = torch.cat([indices[:, None], drawn], dim=1)
+    v_s = crd.embed_student(student.features["embedding"])
+    v_t = crd.embed_teacher(teacher.features["embedding"])
+    expected = crd_loss(v_s, v_t, memories[0][rows], memories[1][rows], crd.normalizers, num_samples, 0.07)
+    torch.testing.assert_close(loss, expected)
+    parameters = [*crd.embed_student.parameters(), *crd.embed_teacher.parameters()]
+    for got, want in zip(torch.autograd.grad(loss, parameters), torch.autograd.grad(expected, parameters)):
+        torch.testing.assert_close(got, want)
 
 
 def test_crd_negatives_avoid_the_positive_and_known_samples_of_its_class():

@@ -20,6 +20,24 @@ def contrast_scores(anchor: Tensor, memory_rows: Tensor, temperature: float = 0.
     return torch.exp(torch.bmm(memory_rows, anchor[:, :, None]).squeeze(2) / temperature)
 
 
+def memory_scores(anchor: Tensor, memory: Tensor, rows: Tensor, temperature: float = 0.07) -> Tensor:
+    """:func:`contrast_scores` of ``anchor`` against ``memory[rows]`` without gathering the
+    ``(batch, K+1, dim)`` rows: where the memory is smaller than K+1 rows per dimension (CIFAR,
+    ImageNet), one ``(batch, N)`` product of every memory row costs less than copying them.
+
+    Args:
+        anchor: ``(batch, dim)`` embeddings.
+        memory: ``(N, dim)`` memory bank.
+        rows: ``(batch, K+1)`` indices into the memory (positive first).
+        temperature: NCE temperature T.
+    """
+    if len(memory) <= rows.shape[1] * memory.shape[1]:
+        dots = (anchor @ memory.T).gather(1, rows)
+    else:
+        dots = torch.bmm(memory[rows], anchor[:, :, None]).squeeze(2)
+    return torch.exp(dots / temperature)
+
+
 def nce_loss(scores: Tensor, num_samples: int, eps: float = 1e-7) -> Tensor:
     """The NCE objective of CRD (its Eq. 18) on normalised scores ``(batch, K+1)``, positive in column 0.
 
@@ -143,18 +161,14 @@ class CRD(Distiller):
         indices, targets = batch.indices.long(), batch.targets.long()
         self._check_indices(indices)
         rows = torch.cat([indices[:, None], self._negatives(indices, targets)], dim=1)
-        student_rows = self.student_memory[rows].detach()
-        teacher_rows = self.teacher_memory[rows].detach()
+        # crd_loss on memory[rows], computed without gathering the rows (memory_scores).
+        student_scores = memory_scores(v_student, self.teacher_memory.detach(), rows, self.temperature)
+        teacher_scores = memory_scores(v_teacher, self.student_memory.detach(), rows, self.temperature)
         if self.training:
-            self._set_normalizers(v_student, v_teacher, student_rows, teacher_rows)
-        loss = crd_loss(
-            v_student,
-            v_teacher,
-            student_rows,
-            teacher_rows,
-            (self.normalizers[0], self.normalizers[1]),
-            len(self.student_memory),
-            self.temperature,
+            self._set_normalizers(student_scores, teacher_scores)
+        count = len(self.student_memory)
+        loss = nce_loss(student_scores / self.normalizers[0], count) + nce_loss(
+            teacher_scores / self.normalizers[1], count
         )
         if self.training:
             self._update(v_student.detach(), v_teacher.detach(), indices, targets)
@@ -186,23 +200,19 @@ class CRD(Distiller):
         return negatives
 
     @torch.no_grad()
-    def _set_normalizers(self, v_s: Tensor, v_t: Tensor, rows_s: Tensor, rows_t: Tensor) -> None:
+    def _set_normalizers(self, student_scores: Tensor, teacher_scores: Tensor) -> None:
         # Z = mean score × N, fixed from the first training batch (sync-free: torch.where).
-        count = len(self.student_memory)
-        first = torch.stack(
-            [
-                contrast_scores(v_s, rows_t, self.temperature).mean(),
-                contrast_scores(v_t, rows_s, self.temperature).mean(),
-            ]
-        )
-        self.normalizers.copy_(torch.where(self.normalizers < 0, first * count, self.normalizers))
+        first = torch.stack([student_scores.mean(), teacher_scores.mean()]) * len(self.student_memory)
+        self.normalizers.copy_(torch.where(self.normalizers < 0, first, self.normalizers))
 
     @torch.no_grad()
     def _update(self, v_student: Tensor, v_teacher: Tensor, indices: Tensor, targets: Tensor) -> None:
         v_student, v_teacher, indices, targets = _gather(v_student, v_teacher, indices, targets)
-        for bank, value in ((self.student_memory, v_student), (self.teacher_memory, v_teacher)):
+        for name, value in (("student_memory", v_student), ("teacher_memory", v_teacher)):
+            bank = getattr(self, name)
             mixed = bank[indices] * self.momentum + value * (1 - self.momentum)
-            bank.index_copy_(0, indices, torch.nn.functional.normalize(mixed, dim=1))
+            # Out of place: this step's scores read the bank before the update in their backward.
+            setattr(self, name, bank.index_copy(0, indices, torch.nn.functional.normalize(mixed, dim=1)))
         self.memory_labels.index_copy_(0, indices, targets)
 
 
