@@ -220,7 +220,6 @@ class DistillationModule(LightningModule):
             example = example_from_data(datamodule, stage, self._parameter_device())
         if example is None:
             return
-        self.example_input_array = example[:1]  # the model summary's FLOPs: the student's, per image
         student, teacher = self.probe(example)
         check_logits(student.logits, teacher, getattr(datamodule, "num_classes", None))
         if teacher is not None and not self._distillers_built:

@@ -10,6 +10,7 @@ from kdlab.callbacks.random_state import RandomState
 from kdlab.callbacks.requeue import RequeueAtStepEnd
 from kdlab.callbacks.run_config import RunConfig
 from kdlab.callbacks.schedules import LossWeightSchedule, TemperatureSchedule
+from kdlab.callbacks.summary import ModelSummaryWithFlops
 from kdlab.callbacks.teacher_cache import TeacherCache
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "KDDashboard",
     "LearnableTemperature",
     "LossWeightSchedule",
+    "ModelSummaryWithFlops",
     "RandomState",
     "RequeueAtStepEnd",
     "RunConfig",

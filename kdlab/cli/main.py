@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -25,6 +25,7 @@ from kdlab.callbacks.compression import CompressionReport
 from kdlab.callbacks.fast_paths import FastPaths
 from kdlab.callbacks.random_state import RandomState
 from kdlab.callbacks.requeue import RequeueAtStepEnd
+from kdlab.callbacks.summary import ModelSummaryWithFlops
 from kdlab.checkpointing import AtomicCheckpointIO, unreadable_checkpoint
 from kdlab.cli.overrides import as_list_arguments, split_indexed
 from kdlab.cli.parser import KDLabArgumentParser, check_config_files
@@ -66,7 +67,8 @@ class KDLabCLI(LightningCLI):
     :func:`link_num_classes`), best/last checkpoints written atomically, random-generator
     state in checkpoints, SLURM requeue at the end of a step, the fast teacher and memory layout of
     :class:`~kdlab.callbacks.FastPaths` (configure one to change its options), the
-    :class:`~kdlab.callbacks.CompressionReport` at fit start, a CSV logger under
+    :class:`~kdlab.callbacks.CompressionReport` at fit start, the model summary with the student's
+    FLOPs (:class:`~kdlab.callbacks.ModelSummaryWithFlops`), a CSV logger under
     ``trainer.default_root_dir``, short errors with suggestions.
     """
 
@@ -153,6 +155,10 @@ class KDLabCLI(LightningCLI):
         for default in (RandomState, RequeueAtStepEnd, FastPaths, CompressionReport):
             if not any(isinstance(c, default) for c in callbacks):
                 callbacks.append(default())
+        if config.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks
+        ):
+            callbacks.append(ModelSummaryWithFlops())
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
