@@ -308,3 +308,15 @@ def test_the_summary_names_the_epoch_of_the_best_checkpoint(tmp_path, capsys):
     assert cli.trainer.checkpoint_callback.best_epoch == best_epoch
     assert f"at epoch {best_epoch}:" in capsys.readouterr().out
     assert torch.load(root / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == best_epoch
+
+
+def test_a_cifar_fit_shows_the_model_summary_with_the_students_flops(tmp_path, capsys):
+    from .datagen import write_cifar10
+
+    write_cifar10(tmp_path / "data", per_batch=20, test=10)
+    experiments = Path(__file__).parents[1] / "experiments" / "cifar10"
+    args = ["fit", "-c", str(experiments / "base.yaml"), "-c", str(experiments / "vanilla.yaml")]
+    args += [f"--data.init_args.root={tmp_path / 'data'}", f"--trainer.default_root_dir={tmp_path / 'run'}"]
+    args += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    assert main([*args, "--trainer.enable_progress_bar=false"]) == 0
+    assert "Total FLOPs: 25.0 M" in capsys.readouterr().out  # resnet8, one 32×32 image
