@@ -266,10 +266,6 @@ class DistillationModule(LightningModule):
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor | None]:
         return self._evaluate(Batch(*batch), "test", True, dataloader_idx)
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """The student's logits (what the module deploys; the teacher only teaches)."""
-        return self.student(inputs)
-
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self.student(inputs).softmax(dim=1)
@@ -317,9 +313,10 @@ class DistillationModule(LightningModule):
         # each metric (reduced over DDP processes) and resets it. A callback's own
         # on_validation_epoch_end runs before this one and sees them from the next epoch on.
         metrics = {f"{stage}/{name}": metric for name, metric in self.metrics[stage].updated().items()}
-        shown = {k: metrics.pop(k) for k in ("val/acc1",) if k in metrics}  # in the progress bar
+        accuracy = metrics.pop("val/acc1", None)
         self.log_dict(metrics)
-        self.log_dict(shown, prog_bar=True)
+        if accuracy is not None:  # shown in the progress bar
+            self.log("val/acc1", accuracy, prog_bar=True)
 
     def on_train_epoch_start(self) -> None:
         self.epoch_means.reset()

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdlab.errors import CheckpointError
+
+
+def checkpoint_dir(root: str | os.PathLike) -> Path:
+    """``<root>/checkpoints``: where :class:`BestAndLastCheckpoint` keeps ``best.ckpt`` and ``last.ckpt``."""
+    return Path(root) / "checkpoints"
+
+
+def checkpoint_path(root: str | os.PathLike, name: str) -> Path:
+    """``<root>/checkpoints/<name>.ckpt`` (``name``: ``best`` or ``last``)."""
+    return checkpoint_dir(root) / f"{name}.ckpt"
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -32,7 +43,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if every_n_train_steps is not None and every_n_train_steps < 1:
             raise CheckpointError(f"every_n_train_steps must be at least 1, got {every_n_train_steps}")
         super().__init__(
-            dirpath=None if root is None else os.path.join(root, "checkpoints"),
+            dirpath=None if root is None else str(checkpoint_dir(root)),
             filename="best",
             monitor="val/acc1",
             mode="max",
@@ -49,7 +60,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.dirpath is None:
-            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+            self.dirpath = str(checkpoint_dir(trainer.default_root_dir))
         super().setup(trainer, pl_module, stage)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:

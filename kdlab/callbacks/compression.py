@@ -100,11 +100,11 @@ class CompressionReport(Callback):
             "flops": float(count_flops(model, input_shape)),
             "bytes": float(serialized_bytes(model)),
         }
-        devices = ["cpu"] + (["gpu"] if self.gpu and torch.cuda.is_available() else [])
-        for device in devices:
-            low, median, high = latency_quantiles(model, input_shape, device.replace("gpu", "cuda"), **timing)
-            row[f"{device}_latency_ms"] = 1e3 * median
-            row[f"{device}_latency_spread"] = high / low  # 90th over 10th percentile of the passes
+        devices = {"cpu": "cpu"} | ({"gpu": "cuda"} if self.gpu and torch.cuda.is_available() else {})
+        for label, device in devices.items():
+            low, median, high = latency_quantiles(model, input_shape, device, **timing)
+            row[f"{label}_latency_ms"] = 1e3 * median
+            row[f"{label}_latency_spread"] = high / low  # 90th over 10th percentile of the passes
         return row
 
     def timing_label(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import RichModelSummary
 from torch import nn
@@ -26,19 +28,13 @@ class ModelSummaryWithFlops(RichModelSummary):
         super().__init__(max_depth=max_depth)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._max_depth:
-            return
-        summary = self._summary(trainer, pl_module)
         shape = getattr(trainer.datamodule, "input_shape", None)
         student = getattr(pl_module, "student", None)
-        flops = count_flops(student, shape) if shape is not None and isinstance(student, nn.Module) else 0
-        if trainer.is_global_zero:
-            self.summarize(
-                summary._get_summary_data(),
-                summary.total_parameters,
-                summary.trainable_parameters,
-                summary.model_size,
-                summary.total_training_modes,
-                total_flops=flops,
-                **self._summarize_kwargs,
-            )
+        self._flops = (
+            count_flops(student, shape) if shape is not None and isinstance(student, nn.Module) else 0
+        )
+        super().on_fit_start(trainer, pl_module)
+
+    def summarize(self, *args: Any, total_flops: int = 0, **kwargs: Any) -> None:  # type: ignore[override]
+        # Lightning's own count is 0 without an example input; this one is the student's.
+        RichModelSummary.summarize(*args, total_flops=self._flops, **kwargs)

@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from kdlab.callbacks.checkpoints import BestAndLastCheckpoint
+from kdlab.callbacks.checkpoints import BestAndLastCheckpoint, checkpoint_dir
 from kdlab.callbacks.compression import CompressionReport
 from kdlab.callbacks.fast_paths import FastPaths
 from kdlab.callbacks.random_state import RandomState
@@ -150,7 +150,7 @@ class KDLabCLI(LightningCLI):
                 callbacks.append(BestAndLastCheckpoint(root))
             for callback in callbacks:  # configured without a root: the run's, known now
                 if isinstance(callback, BestAndLastCheckpoint) and callback.dirpath is None:
-                    callback.dirpath = os.path.join(root, "checkpoints")
+                    callback.dirpath = str(checkpoint_dir(root))
         kwargs["plugins"] = _with_atomic_checkpoints(config.get("plugins"))  # hpc checkpoints too
         for default in (RandomState, RequeueAtStepEnd, FastPaths, CompressionReport):
             if not any(isinstance(c, default) for c in callbacks):

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kdlab.callbacks.checkpoints import checkpoint_dir, checkpoint_path
 from kdlab.errors import CheckpointError
 
 PLACEHOLDER = "{method}"
@@ -54,7 +55,7 @@ def refuse_to_overwrite(root: str | Path) -> None:
             another directory.
     """
     root = Path(root)
-    found = sorted(root.glob("checkpoints/*.ckpt"))
+    found = sorted(checkpoint_dir(root).glob("*.ckpt"))
     if found and not any(root.glob("hpc_ckpt_*.ckpt")):
         names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
         raise CheckpointError(
@@ -73,7 +74,7 @@ def named_checkpoint(ckpt_path: str | None, root: str | Path, subcommand: str) -
     """
     if ckpt_path not in ("best", "last") or subcommand == "fit":
         return ckpt_path
-    path = Path(root) / "checkpoints" / f"{ckpt_path}.ckpt"
+    path = checkpoint_path(root, ckpt_path)
     if not path.is_file():
         raise CheckpointError(
             f"--ckpt_path {ckpt_path}: there is no {path}; train the run first (kdlab fit with the same "

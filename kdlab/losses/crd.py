@@ -31,11 +31,9 @@ def memory_scores(anchor: Tensor, memory: Tensor, rows: Tensor, temperature: flo
         rows: ``(batch, K+1)`` indices into the memory (positive first).
         temperature: NCE temperature T.
     """
-    if len(memory) <= rows.shape[1] * memory.shape[1]:
-        dots = (anchor @ memory.T).gather(1, rows)
-    else:
-        dots = torch.bmm(memory[rows], anchor[:, :, None]).squeeze(2)
-    return torch.exp(dots / temperature)
+    if len(memory) > rows.shape[1] * memory.shape[1]:
+        return contrast_scores(anchor, memory[rows], temperature)
+    return torch.exp((anchor @ memory.T).gather(1, rows) / temperature)
 
 
 def nce_loss(scores: Tensor, num_samples: int, eps: float = 1e-7) -> Tensor:
@@ -75,9 +73,22 @@ def crd_loss(
         num_samples: Size N of the memory (training samples).
         temperature: NCE temperature T.
     """
-    student_scores = contrast_scores(student_embedding, teacher_memory_rows, temperature) / normalizers[0]
-    teacher_scores = contrast_scores(teacher_embedding, student_memory_rows, temperature) / normalizers[1]
-    return nce_loss(student_scores, num_samples) + nce_loss(teacher_scores, num_samples)
+    student_scores = contrast_scores(student_embedding, teacher_memory_rows, temperature)
+    teacher_scores = contrast_scores(teacher_embedding, student_memory_rows, temperature)
+    return symmetric_nce(student_scores, teacher_scores, normalizers, num_samples)
+
+
+def symmetric_nce(
+    student_scores: Tensor,
+    teacher_scores: Tensor,
+    normalizers: tuple[float | Tensor, float | Tensor],
+    num_samples: int,
+) -> Tensor:
+    """CRD's two NCE terms on the unnormalised scores of :func:`contrast_scores` (student-anchored,
+    teacher-anchored), each divided by its normalising constant."""
+    return nce_loss(student_scores / normalizers[0], num_samples) + nce_loss(
+        teacher_scores / normalizers[1], num_samples
+    )
 
 
 class CRD(Distiller):
@@ -166,10 +177,7 @@ class CRD(Distiller):
         teacher_scores = memory_scores(v_teacher, self.student_memory.detach(), rows, self.temperature)
         if self.training:
             self._set_normalizers(student_scores, teacher_scores)
-        count = len(self.student_memory)
-        loss = nce_loss(student_scores / self.normalizers[0], count) + nce_loss(
-            teacher_scores / self.normalizers[1], count
-        )
+        loss = symmetric_nce(student_scores, teacher_scores, self.normalizers, len(self.student_memory))
         if self.training:
             self._update(v_student.detach(), v_teacher.detach(), indices, targets)
         return loss

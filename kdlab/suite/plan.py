@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from kdlab.callbacks.checkpoints import checkpoint_path
 from kdlab.errors import ConfigurationError
 
 _RUN_KEYS = {"name", "configs", "args", "teacher", "method", "matrix"}
@@ -145,7 +146,7 @@ def _teacher(
         raise ConfigurationError(f"{where}: checkpoint must be 'best' or 'last', got {checkpoint!r}")
     args = _with_seed(common + [str(a) for a in spec.get("args", [])], seed)
     task = Task(index, "teacher", key, configs, args, seed, run_dir, method="teacher")
-    return task, run_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    return task, checkpoint_path(run_dir, checkpoint)
 
 
 def _run(

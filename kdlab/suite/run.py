@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from kdlab.callbacks.checkpoints import checkpoint_path
 from kdlab.errors import ConfigurationError
 from kdlab.suite.plan import Suite, Task
 from kdlab.suite.results import RESULT
@@ -40,7 +41,7 @@ def fit_arguments(task: Task, suite: Suite, extra: list[str]) -> list[str]:
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
     """The newest of ``checkpoints/last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt``, if any."""
-    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    candidates = [checkpoint_path(run_dir, "last"), *run_dir.glob("hpc_ckpt_*.ckpt")]
     existing = [path for path in candidates if path.is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
 
@@ -64,7 +65,7 @@ def run_in_process(task: Task, suite: Suite, extra: list[str], build: Build) -> 
         cli = build(["fit", *args], True)
         tests = {}
         for which in ("best", "last"):
-            path = task.run_dir / "checkpoints" / f"{which}.ckpt"
+            path = checkpoint_path(task.run_dir, which)
             if not path.is_file():
                 raise ConfigurationError(
                     f"{task.name} seed {task.seed}: fit wrote no {path}; the suite needs kdlab's best/last "
