@@ -47,6 +47,38 @@ def check_logits(student_logits: Tensor, teacher: Outputs | None, data_classes: 
         )
 
 
+def data_class_names(datamodule: object) -> list[str] | None:
+    """The data's class names in label order (``label_names`` or ``class_names``), if it has them."""
+    for attribute in ("label_names", "class_names"):
+        names = getattr(datamodule, attribute, None)
+        if names:
+            return [str(name) for name in names]
+    return None
+
+
+def check_class_names(networks: dict[str, nn.Module | None], data_names: list[str] | None) -> None:
+    """Each network that knows its classes (``class_names``: a Hugging Face config's labels, a
+    kdlab checkpoint's data) must predict the data's classes in the data's label order."""
+    for role, network in networks.items():
+        known = getattr(network, "class_names", None)
+        if not known or not data_names or list(known) == list(data_names):
+            continue
+        if sorted(known) != sorted(data_names):
+            only_model = sorted(set(known) - set(data_names))[:8]
+            only_data = sorted(set(data_names) - set(known))[:8]
+            raise ConfigurationError(
+                f"the {role} was trained on other classes than the data's: only the {role} has "
+                f"{only_model or 'none'}, only the data has {only_data or 'none'}. Give it a {role} trained "
+                "on this data, or restrict the data to the model's classes (data classes:)."
+            )
+        first = next(i for i, (a, b) in enumerate(zip(known, data_names)) if a != b)
+        raise ConfigurationError(
+            f"the {role} predicts the data's classes in another order: its label {first} is "
+            f"'{known[first]}', the data's is '{data_names[first]}'. List the data's classes in the "
+            f"{role}'s order (data classes: {list(known)})."
+        )
+
+
 def verify_teacher(saved: dict[str, str | None] | None, current: dict[str, str | None] | None) -> None:
     if saved == current:
         return

@@ -16,7 +16,14 @@ from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from kdlab.checks import check_logits, check_num_classes, unique_names, verify_teacher
+from kdlab.checks import (
+    check_class_names,
+    check_logits,
+    check_num_classes,
+    data_class_names,
+    unique_names,
+    verify_teacher,
+)
 from kdlab.epoch_means import EpochMeans
 from kdlab.errors import ConfigurationError
 from kdlab.eval_memo import EvalLogitsMemo
@@ -28,7 +35,7 @@ from kdlab.metrics import KDMetrics
 from kdlab.outputs import Batch, Outputs
 from kdlab.probing import build_distillers, example_from_data, num_training_samples
 from kdlab.taps import FeatureTaps, requested_taps
-from kdlab.teacher import batch_statistics, freeze, load_teacher_weights, state_sha256
+from kdlab.teacher import CLASS_NAMES_KEY, batch_statistics, freeze, load_teacher_weights, state_sha256
 from kdlab.teacher_inference import TeacherInference
 
 TEACHER_KEY = "kdlab_teacher"
@@ -215,6 +222,7 @@ class DistillationModule(LightningModule):
         if needs_shapes:  # the hooks are in place for the probe below and for training
             self.taps.attach({"student": self.student, "teacher": self.teacher}, self.distillers.values())
         datamodule = self._datamodule()
+        check_class_names({"teacher": self.teacher, "student": self.student}, data_class_names(datamodule))
         example = self.example_input()
         if example is None and needs_shapes:
             example = example_from_data(datamodule, stage, self._parameter_device())
@@ -400,6 +408,9 @@ class DistillationModule(LightningModule):
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("teacher.")}
         checkpoint[TEACHER_KEY] = self.teacher_source
+        names = data_class_names(self._datamodule())
+        if names is not None:  # a teacher loaded from this file is checked against its next data
+            checkpoint[CLASS_NAMES_KEY] = names
         if self.init_optimizer.state_dict() is not None:
             checkpoint[INIT_OPTIMIZER_KEY] = self.init_optimizer.state_dict()
 

@@ -8,6 +8,7 @@ name and removes it at teardown; it holds the captured tensors until the module 
 from __future__ import annotations
 
 import difflib
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -16,6 +17,11 @@ from torch.utils.hooks import RemovableHandle
 
 ROLES = ("student", "teacher")
 INPUT_SUFFIX = ":input"
+# A transformer block's tokens ``(B, prefix + h*w, C)`` as a feature map ``(B, C, h, w)``: the
+# model's ``token_prefix`` leading tokens (class, distillation, register tokens) are dropped and
+# the patch tokens laid out on their square grid, so CNN feature methods read ViT features.
+MAP_SUFFIX = ":map"
+SUFFIXES = (INPUT_SUFFIX, MAP_SUFFIX)
 
 
 class TapError(ValueError):
@@ -23,19 +29,21 @@ class TapError(ValueError):
 
 
 def resolve_tap(model: nn.Module, name: str) -> str:
-    """Resolve a tap name to ``"<module path>"`` or ``"<module path>:input"``.
+    """Resolve a tap name to ``"<module path>"``, ``"<module path>:input"`` or ``"<module path>:map"``.
 
     Aliases go through the model's ``feature_points`` dict (``"stage3"`` →
-    ``"layer3"``); other names are module paths of ``model.named_modules()``.
+    ``"layer3"``); other names are module paths of ``model.named_modules()``, optionally with
+    ``:input`` (the module's input) or ``:map`` (its output tokens as a feature map).
 
     Raises:
         TapError: the name resolves to no module; the message lists the closest valid names.
     """
     aliases: dict[str, str] = dict(getattr(model, "feature_points", None) or {})
     target = aliases.get(name, name)
-    path, suffix = (
-        (target[: -len(INPUT_SUFFIX)], INPUT_SUFFIX) if target.endswith(INPUT_SUFFIX) else (target, "")
-    )
+    path, suffix = target, ""
+    for candidate in SUFFIXES:
+        if target.endswith(candidate):
+            path, suffix = target[: -len(candidate)], candidate
     modules = dict(model.named_modules())
     if path and path in modules:
         return path + suffix
@@ -92,8 +100,9 @@ class FeatureTaps:
                     raise TapError(f"{role} tap of {', '.join(sorted(set(users)))}: {error}") from None
                 by_target[target].append(name)
             modules = dict(model.named_modules())
+            prefix = int(getattr(model, "token_prefix", 0))
             for target, names in by_target.items():
-                self._handles.append(self._register(modules, target, role, names))
+                self._handles.append(self._register(modules, target, role, names, prefix))
         self.capturing = True
 
     def take(self, role: str) -> dict[str, Tensor]:
@@ -109,20 +118,44 @@ class FeatureTaps:
         self._store = {role: {} for role in ROLES}
 
     def _register(
-        self, modules: dict[str, nn.Module], target: str, role: str, names: list[str]
+        self, modules: dict[str, nn.Module], target: str, role: str, names: list[str], prefix: int
     ) -> RemovableHandle:
-        def keep(value: Tensor) -> None:
+        as_map = target.endswith(MAP_SUFFIX)
+
+        def keep(value: object) -> None:
             if not self.capturing:
                 return
+            if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
+                value = value[0]  # blocks returning (hidden states, attention, ...)
             if not isinstance(value, Tensor):
                 raise TapError(f"{role} tap {names} ({target}) gives a {type(value).__name__}, not a tensor")
             # A copy, because in-place layers (ReLU(inplace=True), ``out += shortcut``) would
             # otherwise overwrite the captured tensor before a distiller reads it.
-            value = value.clone()
+            value = tokens_to_map(value, prefix, f"{role} tap {target}") if as_map else value.clone()
             for name in names:
                 self._store[role][name] = value
 
         if target.endswith(INPUT_SUFFIX):
             module = modules[target[: -len(INPUT_SUFFIX)]]
             return module.register_forward_pre_hook(lambda _module, args: keep(args[0]))
-        return modules[target].register_forward_hook(lambda _module, _args, output: keep(output))
+        module = modules[target[: -len(MAP_SUFFIX)] if as_map else target]
+        return module.register_forward_hook(lambda _module, _args, output: keep(output))
+
+
+def tokens_to_map(tokens: Tensor, prefix: int, what: str = "tokens") -> Tensor:
+    """``(B, prefix + h*w, C)`` tokens as a ``(B, C, h, w)`` map of the patch tokens (square grid).
+
+    Raises:
+        TapError: not 3-D, or the patch tokens do not fill a square grid.
+    """
+    if tokens.ndim != 3:
+        raise TapError(f"{what}: ':map' expects tokens (B, N, C), got shape {tuple(tokens.shape)}")
+    batch, count, channels = tokens.shape
+    side = math.isqrt(count - prefix) if count > prefix else 0
+    if side * side != count - prefix or side == 0:
+        raise TapError(
+            f"{what}: {count} tokens minus {prefix} prefix token(s) do not fill a square grid; set the "
+            "model's token_prefix to its number of class/distillation/register tokens"
+        )
+    patches = tokens[:, prefix:, :]
+    return patches.transpose(1, 2).reshape(batch, channels, side, side).contiguous()

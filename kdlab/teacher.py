@@ -15,7 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from kdlab.errors import TeacherLoadError
-from kdlab.models._weights import fit_names, mismatch, read_weights
+from kdlab.models._weights import fit_names, mismatch, read_object, state_dict_in
+
+# Where a kdlab checkpoint records the class names of the data it was trained on, in label order.
+CLASS_NAMES_KEY = "class_names"
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -45,8 +48,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     Raises:
         TeacherLoadError: the file is missing, would execute code when unpickled, or is corrupt.
     """
+    return read_teacher_file(path)[0]
+
+
+def read_teacher_file(path: str | Path) -> tuple[dict[str, Tensor], list[str] | None]:
+    """A teacher file's state dict and, for a kdlab checkpoint, the class names it was trained on.
+
+    Raises:
+        TeacherLoadError: as :func:`read_state_dict`.
+    """
     try:
-        return read_weights(path)
+        content = read_object(path)
+        names = content.get(CLASS_NAMES_KEY) if isinstance(content, dict) else None
+        return state_dict_in(content, path), list(names) if isinstance(names, list) else None
     except FileNotFoundError:
         raise TeacherLoadError(
             f"teacher weights: no file at '{path}'. Fix the path, or train a teacher first "
@@ -58,12 +72,14 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 def load_teacher_weights(teacher: nn.Module, path: str | Path) -> str:
     """Load ``path`` into ``teacher`` strictly (wrapper prefixes stripped as far as they must be)
-    and return the file's sha256.
+    and return the file's sha256. The class names a kdlab checkpoint recorded become the
+    teacher's ``class_names``, which the module checks against the data's at set-up.
 
     Raises:
         TeacherLoadError: the file cannot be read safely or its keys/shapes do not fit.
     """
-    state = fit_names(read_state_dict(path), set(teacher.state_dict()))
+    state, class_names = read_teacher_file(path)
+    state = fit_names(state, set(teacher.state_dict()))
     problem = mismatch(state, teacher)
     if problem:
         raise TeacherLoadError(
@@ -71,6 +87,8 @@ def load_teacher_weights(teacher: nn.Module, path: str | Path) -> str:
             "teacher's class_path and init_args (e.g. num_classes) match the file."
         )
     teacher.load_state_dict(state, strict=True)
+    if class_names is not None:
+        teacher.class_names = class_names
     return file_sha256(path)
 
 

@@ -14,6 +14,7 @@ from torch import Tensor
 from kdlab.callbacks._figures import reliability_diagram
 from kdlab.callbacks._tally import EvaluationTally, per_class_rows, reliability_rows
 from kdlab.callbacks.compression import CompressionReport
+from kdlab.checks import data_class_names
 
 # W&B run summaries: the best value of these, not the last.
 _SUMMARIES = {"val/acc1": "max", "val/acc5": "max", "val/agreement": "max", "val/ece": "min", "val/kl": "min"}
@@ -191,12 +192,7 @@ class KDDashboard(Callback):
 
 def class_names(trainer: Trainer) -> list[str] | None:
     """The datamodule's class names (``label_names`` or ``class_names``), if it has them."""
-    datamodule = getattr(trainer, "datamodule", None)
-    for attribute in ("label_names", "class_names"):
-        names = getattr(datamodule, attribute, None)
-        if names:
-            return [str(name) for name in names]
-    return None
+    return data_class_names(getattr(trainer, "datamodule", None))
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:
