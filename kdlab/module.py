@@ -129,6 +129,7 @@ class DistillationModule(LightningModule):
         self._teacher_accuracy_pending = True
         self._distillers_built = False
         self.epoch_means = EpochMeans()
+        self.step_terms: dict[str, Tensor] = {}
         self.eval_memo = EvalLogitsMemo()
         # Where teacher logits come from; callbacks plug in a fast copy or a cache (use_runner/use_cache).
         self.teacher_inference = TeacherInference(self.teacher)
@@ -145,6 +146,7 @@ class DistillationModule(LightningModule):
         terms = self.loss_terms(student, teacher, batch)
         values = torch.stack(list(terms.values()))
         self._step_values = (values.detach(), batch_idx)  # checked with the gradients after backward
+        self.step_terms = dict(zip(terms, values.detach()))  # for per-step logging (StepLogging)
         self.epoch_means.update(terms, values.detach(), len(batch.targets))  # logged at epoch end
         return values.sum()
 

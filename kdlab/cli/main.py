@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -43,6 +43,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "export": ("kdlab.tools.export:main", "write a checkpoint's student as safetensors, TorchScript or ONNX"),
     "suite": ("kdlab.suite:main", "run configs × seeds, write results.csv, a paper-style table and plots"),
     "cache": ("kdlab.tools.cache_fill:main", "fill a config's teacher-output cache upfront (TeacherCache)"),
+    "report": (
+        "kdlab.tools.report:main",
+        "print and plot a finished run: curves, final metrics, compression table",
+    ),
 }
 
 
@@ -146,7 +150,9 @@ class KDLabCLI(LightningCLI):
             kwargs["logger"] = CSVLogger(save_dir=root, name="logs")
         callbacks = list(config.get("callbacks") or [])
         if config.get("enable_checkpointing") is not False:
-            if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            # Always best.ckpt and last.ckpt (resuming, --ckpt_path best|last, the suite); a configured
+            # ModelCheckpoint (e.g. top-k files named by metric) writes its files besides them.
+            if not any(isinstance(c, BestAndLastCheckpoint) for c in callbacks):
                 callbacks.append(BestAndLastCheckpoint(root))
             for callback in callbacks:  # configured without a root: the run's, known now
                 if isinstance(callback, BestAndLastCheckpoint) and callback.dirpath is None:

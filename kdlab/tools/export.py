@@ -23,9 +23,11 @@ import torch
 import yaml
 from torch import nn
 
+from kdlab.callbacks.ema import EMA_KEY, EVALUATED_KEY
 from kdlab.models._weights import read_object
 
 FORMATS = ("safetensors", "torchscript", "onnx")
+WEIGHTS = ("auto", "student", "ema")
 # Optional packages each format needs: (module to import, pip package).
 _NEEDS = {
     "safetensors": [("safetensors", "safetensors")],
@@ -41,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``kdlab export``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        path = export(args.ckpt, args.format, args.output, args.student, args.input_shape, args.opset)
+        path = export(
+            args.ckpt, args.format, args.output, args.student, args.input_shape, args.opset, args.weights
+        )
     except ExportError as error:
         print(f"kdlab export: error: {error}", file=sys.stderr)
         return 1
-    print(f"kdlab export: wrote {args.format} student to {path}")
+    which = chosen_weights(load_checkpoint(args.ckpt), args.weights)
+    print(f"kdlab export: wrote {args.format} student ({which} weights) to {path}")
     return 0
 
 
@@ -56,6 +61,7 @@ def export(
     student: str | dict | None = None,
     input_shape: tuple[int, ...] | None = None,
     opset: int | None = None,
+    weights: str = "auto",
 ) -> Path:
     """Rebuild the student of ``ckpt`` and write it to ``output`` as ``format``.
 
@@ -67,6 +73,8 @@ def export(
             ``class_path`` and ``init_args`` (string or dict); None reads it from ``ckpt``.
         input_shape: Shape of one input (``C,H,W``) for tracing; None reads the datamodule's.
         opset: ONNX opset version; None for the exporter's default.
+        weights: ``student`` (the trained weights), ``ema`` (the average kept by
+            :class:`~kdlab.callbacks.StudentEMA`) or ``auto``: the ones the run validated.
 
     Raises:
         ExportError: unreadable checkpoint, no usable student config, weights that do not fit,
@@ -77,7 +85,7 @@ def export(
     _require(format)
     checkpoint = load_checkpoint(ckpt)
     config = student_config(checkpoint, student)
-    model = build_student(config, checkpoint)
+    model = build_student(config, checkpoint, chosen_weights(checkpoint, weights))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if format == "safetensors":
@@ -131,8 +139,23 @@ def student_config(checkpoint: dict[str, Any], override: str | dict | None = Non
     return {"class_path": config["class_path"], "init_args": dict(config.get("init_args") or {})}
 
 
-def build_student(config: dict[str, Any], checkpoint: dict[str, Any]) -> nn.Module:
-    """Instantiate ``config`` and load the checkpoint's ``student.*`` weights strictly."""
+def chosen_weights(checkpoint: dict[str, Any], weights: str) -> str:
+    """``student`` or ``ema``: which of the checkpoint's student weights ``weights`` asks for."""
+    if weights not in WEIGHTS:
+        raise ExportError(f"unknown weights '{weights}'; choose one of {', '.join(WEIGHTS)}")
+    if weights == "ema" and EMA_KEY not in checkpoint:
+        raise ExportError(
+            "the checkpoint holds no averaged student weights (the run had no kdlab.callbacks.StudentEMA); "
+            "export --weights student"
+        )
+    if weights == "auto":
+        return "ema" if checkpoint.get(EVALUATED_KEY) and EMA_KEY in checkpoint else "student"
+    return weights
+
+
+def build_student(config: dict[str, Any], checkpoint: dict[str, Any], weights: str = "student") -> nn.Module:
+    """Instantiate ``config`` and load the checkpoint's ``student.*`` weights (``weights="ema"``:
+    the moving average of :class:`~kdlab.callbacks.StudentEMA`) strictly."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
@@ -142,7 +165,8 @@ def build_student(config: dict[str, Any], checkpoint: dict[str, Any]) -> nn.Modu
         model = instantiate(parser.parse_object({"student": config})).student
     except Exception as error:
         raise ExportError(f"cannot build the student {json.dumps(config)}: {error}") from None
-    state = {k[len("student.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("student.")}
+    source = checkpoint[EMA_KEY] if weights == "ema" else checkpoint["state_dict"]
+    state = {k[len("student.") :]: v for k, v in source.items() if k.startswith("student.")}
     if not state:
         raise ExportError("the checkpoint holds no 'student.*' weights: is it a kdlab checkpoint?")
     try:
@@ -252,6 +276,12 @@ def _parser() -> argparse.ArgumentParser:
         "--input-shape", type=_shape, help="one input's shape C,H,W (default: the datamodule's input_shape)"
     )
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="auto",
+        help="student: the trained weights; ema: StudentEMA's average; auto (default): the ones validated",
+    )
     return parser
 
 
