@@ -14,12 +14,16 @@ from torch import nn
 from kdlab.models.cifar import ZOO
 from kdlab.models.imagenet import MobileNetV1, torchvision_model
 from kdlab.models.recurrent import RowLSTM
+from kdlab.models.timm_models import TimmModel
+from kdlab.taps import tokens_to_map
 
 INTRO = """# Tap points of the model zoo
 
 Every kdlab model has a `feature_points` attribute mapping **tap aliases** to **module paths**.
 Feature distillers accept either (`"stage2_preact"` or `"layer2.4.relu:input"`): a path taps a
-module's output, `path:input` its input.
+module's output, `path:input` its input, and `path:map` a transformer block's output tokens laid
+out as a feature map (the model's `token_prefix` class/distillation/register tokens dropped, the
+patch tokens on their square grid), so the CNN feature methods read vision transformers.
 
 | alias | what it is |
 | --- | --- |
@@ -46,6 +50,13 @@ Family notes:
   unchanged); `embedding` is `fc:input` (torchvision flattens in `forward`, not in a module).
 - **Other torchvision models**: `embedding`/`logits` are the input/output of the last `nn.Linear`.
 - **RowLSTM**: `sequence` is every step's LSTM output, `embedding` the last step's.
+- **timm models** (`kdlab.models.TimmModel`): from timm's own `feature_info`: `stem` is the last
+  feature at stride 2 or less, `stageK` the last at each larger stride; transformers, whose
+  blocks share one stride, get `stage1..4` at the ends of four equal groups of blocks as `:map`
+  taps. `embedding`/`logits` are the classifier's input/output.
+- **Hugging Face classifiers** (`kdlab.models.HuggingFaceClassifier`): `stageK` over the encoder's
+  `stages` (ConvNeXt, ResNet) or, for transformers, four equal groups of its layers as `:map`
+  taps; paths start with `model.` (the wrapped `transformers` model).
 
 Shapes are per sample (batch dimension left out).
 """
@@ -66,6 +77,16 @@ SECTIONS: dict[str, tuple[dict[str, Callable[[], nn.Module]], tuple[int, ...]]] 
         (3, 224, 224),
     ),
     "Recurrent (`kdlab.models.recurrent`, 1×8×8 input, 10 classes)": ({"RowLSTM()": RowLSTM}, (1, 8, 8)),
+    "timm (`kdlab.models.TimmModel`, 3×32×32 input, 10 classes)": (
+        {
+            "TimmModel('resnet18')": lambda: TimmModel("resnet18", num_classes=10),
+            "TimmModel('convnext_atto')": lambda: TimmModel("convnext_atto", num_classes=10),
+            "TimmModel('deit_tiny_patch16_224', options={img_size: 32, patch_size: 4, depth: 6})": lambda: (
+                TimmModel("deit_tiny_patch16_224", 10, options={"img_size": 32, "patch_size": 4, "depth": 6})
+            ),
+        },
+        (3, 32, 32),
+    ),
 }
 
 
@@ -77,7 +98,10 @@ def tap_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tupl
         module_path, _, which = path.partition(":")
 
         def hook(_module, inputs, output, path=path, which=which) -> None:
-            shapes[path] = tuple((inputs[0] if which == "input" else output).shape[1:])
+            value = inputs[0] if which == "input" else output
+            if which == "map":
+                value = tokens_to_map(value, int(getattr(model, "token_prefix", 0)))
+            shapes[path] = tuple(value.shape[1:])
 
         handles.append(model.get_submodule(module_path).register_forward_hook(hook))
     with torch.no_grad():

@@ -79,6 +79,30 @@ def check_class_names(networks: dict[str, nn.Module | None], data_names: list[st
         )
 
 
+def normalization_mismatches(networks: dict[str, nn.Module | None], datamodule: object) -> list[str]:
+    """A warning for each network whose pretrained weights expect other input statistics
+    (``input_normalization``: mean and std) than the data normalises with."""
+    data_mean, data_std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    if data_mean is None or data_std is None:
+        return []
+    warnings = []
+    for role, network in networks.items():
+        expected = getattr(network, "input_normalization", None)
+        if not expected:
+            continue
+        pairs = [(expected["mean"], data_mean), (expected["std"], data_std)]
+        if all(len(a) == len(b) and all(abs(x - y) < 1e-3 for x, y in zip(a, b)) for a, b in pairs):
+            continue
+        mean, std = (list(map(float, expected[k])) for k in ("mean", "std"))
+        warnings.append(
+            f"the {role}'s pretrained weights expect inputs normalised with mean {mean} and std {std}, "
+            f"the data normalises with mean {list(data_mean)} and std {list(data_std)}; if the {role} "
+            f"was not fine-tuned on this data's normalisation, set the data's mean and std to its own "
+            "(data init_args mean/std, where the DataModule takes them)"
+        )
+    return warnings
+
+
 def verify_teacher(saved: dict[str, str | None] | None, current: dict[str, str | None] | None) -> None:
     if saved == current:
         return

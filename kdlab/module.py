@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
@@ -21,6 +22,7 @@ from kdlab.checks import (
     check_logits,
     check_num_classes,
     data_class_names,
+    normalization_mismatches,
     unique_names,
     verify_teacher,
 )
@@ -224,7 +226,10 @@ class DistillationModule(LightningModule):
         if needs_shapes:  # the hooks are in place for the probe below and for training
             self.taps.attach({"student": self.student, "teacher": self.teacher}, self.distillers.values())
         datamodule = self._datamodule()
-        check_class_names({"teacher": self.teacher, "student": self.student}, data_class_names(datamodule))
+        networks = {"teacher": self.teacher, "student": self.student}
+        check_class_names(networks, data_class_names(datamodule))
+        for warning in normalization_mismatches(networks, datamodule):
+            rank_zero_warn(warning)
         example = self.example_input()
         if example is None and needs_shapes:
             example = example_from_data(datamodule, stage, self._parameter_device())

@@ -132,10 +132,13 @@ def test_timm_pretrained_weights_come_from_the_local_cache_with_a_new_head(tmp_p
     state = model.state_dict()
     torch.testing.assert_close(state["layer3.0.conv1.weight"], published["layer3.0.conv1.weight"])
     assert state["fc.weight"].shape == (10, published["fc.weight"].shape[1])  # a new classifier
+    assert not hasattr(model, "class_names")  # a new classifier predicts no known classes
+    assert model.input_normalization == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     from_file = TimmModel(
         "test_resnet", num_classes=1000, pretrained=str(next((tmp_path / "hub").rglob("*.safetensors")))
     )
     torch.testing.assert_close(from_file.state_dict()["fc.weight"], published["fc.weight"])
+    assert len(from_file.class_names) == 1000 and from_file.class_names[0] == "n01440764"  # ImageNet wnids
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match=r"not in the local cache .*timm.create_model\('test_vit'"):
         TimmModel("test_vit", pretrained=True)
@@ -153,6 +156,18 @@ def test_huggingface_classifier_returns_the_models_logits_with_its_labels_and_st
     fitnet = FitNet(student_taps=["stage3"], teacher_taps=["stage2"])
     module = DistillationModule(resnet8(num_classes=10), model, distillers=[fitnet])
     assert probe_features(module, inputs)["stage2"].shape == (3, 32, 4, 4)
+
+
+def test_a_teacher_expecting_other_input_statistics_is_warned_about(tmp_path):
+    path = tiny_vit(tmp_path, CIFAR10)
+    transformers.ViTImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path)
+    teacher = HuggingFaceClassifier(str(path), num_classes=10)
+    assert teacher.input_normalization == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    args = ["--model.teacher=kdlab.models.HuggingFaceClassifier", f"--model.teacher.path={path}"]
+    code, stderr = run(cifar_fit_args(tmp_path, args))
+    assert code == 0, stderr
+    assert "the teacher's pretrained weights expect inputs normalised with mean [0.5, 0.5, 0.5]" in stderr
+    assert "the data normalises with mean [0.4914, 0.4822, 0.4465]" in stderr
 
 
 def test_huggingface_classifier_errors_say_what_is_wrong(tmp_path):

@@ -12,6 +12,8 @@ import torch
 from kdlab.models.cifar import ZOO
 from kdlab.models.imagenet import MobileNetV1, torchvision_model
 from kdlab.models.recurrent import RowLSTM
+from kdlab.models.timm_models import TimmModel
+from kdlab.taps import tokens_to_map
 
 DOC = Path(__file__).parents[1] / "docs" / "taps.md"
 BUILDERS = {name: (lambda f=f: f(100), (3, 32, 32)) for name, f in ZOO.items()} | {
@@ -20,6 +22,12 @@ BUILDERS = {name: (lambda f=f: f(100), (3, 32, 32)) for name, f in ZOO.items()} 
     "torchvision_model('mobilenet_v2')": (lambda: torchvision_model("mobilenet_v2"), (3, 224, 224)),
     "MobileNetV1()": (MobileNetV1, (3, 224, 224)),
     "RowLSTM()": (RowLSTM, (1, 8, 8)),
+    "TimmModel('resnet18')": (lambda: TimmModel("resnet18", num_classes=10), (3, 32, 32)),
+    "TimmModel('convnext_atto')": (lambda: TimmModel("convnext_atto", num_classes=10), (3, 32, 32)),
+    "TimmModel('deit_tiny_patch16_224', options={img_size: 32, patch_size: 4, depth: 6})": (
+        lambda: TimmModel("deit_tiny_patch16_224", 10, options={"img_size": 32, "patch_size": 4, "depth": 6}),
+        (3, 32, 32),
+    ),
 }
 _ROW = re.compile(r"^\| `(\w+)` \| `([\w.:]+)` \| ([\d×]+) \|$")
 
@@ -53,6 +61,8 @@ def _capture(model, paths):
 
         def hook(_module, inputs, output, path=path, which=which):
             tensor = inputs[0] if which == "input" else output
+            if which == "map":  # what FeatureTaps hands the distillers
+                tensor = tokens_to_map(tensor, model.token_prefix)
             seen[path] = (tensor, tensor.clone())
 
         model.get_submodule(module_path).register_forward_hook(hook)

@@ -5,7 +5,8 @@
 from safetensors only (pickled ``pytorch_model.bin`` files are refused: convert them). Its forward
 takes images and returns the logits tensor, so it is a teacher or student like any other; it
 carries ``num_classes``, ``class_names`` (the config's ``id2label``, checked against the data's
-class names at set-up), ``feature_points`` (``stageK`` over the encoder's stages or layers, as
+class names at set-up), ``input_normalization`` (the saved image processor's mean and std,
+checked against the data's), ``feature_points`` (``stageK`` over the encoder's stages or layers, as
 ``:map`` taps for transformers) and ``token_prefix``.
 
 transformers is an optional dependency: ``pip install 'kdlab[hf]'``.
@@ -13,6 +14,7 @@ transformers is an optional dependency: ``pip install 'kdlab[hf]'``.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -61,6 +63,7 @@ class HuggingFaceClassifier(nn.Module):
         labels = [str(self.model.config.id2label.get(i, "")) for i in range(self.num_classes)]
         generic = new_head or all(_GENERIC_LABEL.fullmatch(label) for label in labels)
         self.class_names: list[str] | None = None if generic else labels
+        self.input_normalization = _normalization(folder)
         self.token_prefix = _prefix_tokens(self.model)
         self.feature_points = _feature_points(self.model, self.token_prefix)
 
@@ -86,6 +89,17 @@ def _check_folder(folder: Path) -> Path:
         )
         raise FileNotFoundError(f"HuggingFaceClassifier: {folder} holds no *.safetensors weights.{hint}")
     return folder
+
+
+def _normalization(folder: Path) -> dict[str, tuple[float, ...]] | None:
+    """The image processor's mean and std, if the folder holds its ``preprocessor_config.json``."""
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    if not config.get("do_normalize", True) or "image_mean" not in config or "image_std" not in config:
+        return None
+    return {"mean": tuple(config["image_mean"]), "std": tuple(config["image_std"])}
 
 
 def _prefix_tokens(model: nn.Module) -> int:

@@ -73,6 +73,8 @@ def timm_model(
     model = timm.create_model(name, **arguments)
     if weights is not None:
         load_weights(model, weights)
+    if pretrained:
+        _describe_pretraining(timm, model, num_classes)
     model.num_classes = num_classes
     model.feature_points = feature_points(model)
     if getattr(model, "num_prefix_tokens", None) is not None:
@@ -144,6 +146,19 @@ def feature_points(model: nn.Module) -> dict[str, str]:
     if classifier is not None:
         points |= {"embedding": f"{classifier}:input", "logits": classifier}
     return points
+
+
+def _describe_pretraining(timm: Any, model: nn.Module, num_classes: int) -> None:
+    """What timm's weights expect and predict: ``input_normalization`` (checked against the data's
+    mean and std at set-up) and, with their own classifier kept, ImageNet's class ids."""
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    if cfg.get("mean") and cfg.get("std"):
+        model.input_normalization = {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(model) if num_classes == cfg.get("num_classes") else None
+    if subset:
+        model.class_names = list(ImageNetInfo(subset).label_names())
 
 
 def _classifier_path(model: nn.Module) -> str | None:
