@@ -21,55 +21,25 @@ seed (:mod:`kdlab.data.view_order`), which makes a teacher-output cache fill up 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
-from kdlab.data.augment import (
-    IDENTITY_VIEW,
-    NUM_VIEWS,
-    PADDING,
-    ChannelStats,
-    apply_views,
-    draw_views,
-    normalize,
-    render_views,
-)
+from kdlab.data.augment import ChannelStats
 from kdlab.data.cifar_files import FORMATS, files_present, missing_files_message, read_label_names, read_split
-from kdlab.data.hashing import counter_key
-from kdlab.data.randaugment import rand_augment
-from kdlab.data.sampling import SplitLoaders, batch_loader
+from kdlab.data.in_memory import InMemoryViews, TensorBatches
 from kdlab.data.subsets import hold_out, select_per_class
-from kdlab.data.view_order import draw_subset_views
+
+__all__ = ["CIFARDataModule", "TensorBatches"]
 
 _STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-_STRONG_STREAM = 0x7374726F6E67  # "strong": the strong view's crop, apart from the weak one's
 _NUM_CLASSES = {("cifar10", False): 10, ("cifar100", False): 100, ("cifar100", True): 20}
 
 
-class TensorBatches(Dataset):
-    """A split in memory; ``dataset[positions]`` is the batch ``(images, targets, positions)``."""
-
-    def __init__(self, images: Tensor, targets: Tensor) -> None:
-        self.images, self.targets = images, targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, positions: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-        index = torch.as_tensor(positions, dtype=torch.int64)
-        # index_select: ~20x faster than advanced indexing for a batch of rows of a uint8 tensor.
-        return self.images.index_select(0, index), self.targets.index_select(0, index), index
-
-
-class CIFARDataModule(SplitLoaders):
+class CIFARDataModule(InMemoryViews):
     """CIFAR-10/100 from the official python release, augmented batch-wise on the device.
 
     Batches from the DataLoaders are ``(uint8 images (B, 3, 32, 32), int64 targets, int64
@@ -105,7 +75,6 @@ class CIFARDataModule(SplitLoaders):
     """
 
     input_shape = (3, 32, 32)
-    num_views = NUM_VIEWS
 
     def __init__(
         self,
@@ -125,22 +94,14 @@ class CIFARDataModule(SplitLoaders):
         views_per_sample: int | None = None,
         strong_view: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, seed, num_workers, augment, pin_memory, views_per_sample, strong_view)
         _check_arguments(dataset, coarse_labels, val_fraction, classes, samples_per_class, train_fraction)
-        _check_views_per_sample(views_per_sample, augment)
-        if strong_view and not augment:
-            raise ValueError("strong_view needs augment=True (the strong view is an augmented one)")
         self.save_hyperparameters()
         self.dataset, self.root, self.download = dataset, Path(root).expanduser(), download
-        self.batch_size, self.seed, self.augment = batch_size, seed, augment
-        self.views_per_sample, self.strong_view = views_per_sample, strong_view
         self.classes = list(classes) if classes is not None else None
         self.coarse_labels = coarse_labels
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.label_names: list[str] = []
-        self.splits: dict[str, TensorBatches] = {}
         self._stats = ChannelStats(*_STATS[dataset])
-        self._train_sha256: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -193,76 +154,8 @@ class CIFARDataModule(SplitLoaders):
         splits["train"] = TensorBatches(train_images[rows], relabel[train_labels[rows]])
         self.splits = splits
 
-    # ----------------------------------------------------------------------------- loaders
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if split not in self.splits:
-            raise RuntimeError("CIFARDataModule: call setup() before asking for a DataLoader")
-        return batch_loader(
-            self.splits[split],
-            self.batch_size,
-            shuffle,
-            self.seed,
-            self.hparams.num_workers,
-            self.pin_memory,
-            self.trainer,
-        )
-
-    # ----------------------------------------------------------------------------- on the device
-    def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
-        if self.trainer is not None and self.trainer.training:
-            return self.augment_batch(batch, self.trainer.current_epoch)
-        return self.normalize_batch(batch)
-
-    def augment_batch(self, batch: tuple[Tensor, ...], epoch: int) -> tuple[Tensor, ...]:
-        """A training batch: ``(images, targets, indices)`` -> ``(views, targets, indices, view_ids)``,
-        and the strong views last if ``strong_view``."""
-        images, targets, indices = batch[:3]
-        view_ids = self.train_views(indices, epoch)
-        mean, std = self._stats.on(images.device)
-        weak = apply_views(images, view_ids, mean, std), targets, indices, view_ids
-        if not self.strong_view:
-            return weak
-        crops = render_views(images, draw_views(indices, epoch, counter_key(self.seed, _STRONG_STREAM)))
-        return (*weak, normalize(rand_augment(crops, indices, epoch, self.seed), mean, std))
-
-    def normalize_batch(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
-        """An evaluation batch: uint8 images normalised by the dataset's mean and std."""
-        images, targets, indices = batch[:3]
-        return normalize(images, *self._stats.on(images.device)), targets, indices
-
-    # ----------------------------------------------------------------------------- the view set
-    def train_views(self, indices: Tensor, epoch: int) -> Tensor:
-        """The view id each training sample in ``indices`` gets in ``epoch`` (on their device)."""
-        if not self.augment:
-            return torch.full_like(indices, IDENTITY_VIEW)
-        if self.views_per_sample is None:
-            return draw_views(indices, epoch, self.seed)
-        return draw_subset_views(indices, epoch, self.seed, self.views_per_sample)
-
-    def render_train(self, indices: Tensor, view_ids: Tensor, device: torch.device | str = "cpu") -> Tensor:
-        """Training samples ``indices`` (CPU int64) as views ``view_ids``, normalised, on ``device``."""
-        images = self.splits["train"].images.index_select(0, indices).to(device)
-        return apply_views(images, view_ids.to(device), *self._stats.on(images.device))
-
-    def view_set_identity(self) -> dict[str, Any]:
-        """What fixes the image of (training sample, view id): for keying a teacher-output cache.
-
-        The sha256 covers the training split's pixels in their order, so it identifies the
-        dataset, the selected subset (classes, samples, held-out validation) and the file copy.
-        """
-        if self._train_sha256 is None:
-            images = self.splits["train"].images.contiguous()
-            self._train_sha256 = hashlib.sha256(images.view(-1).numpy().data).hexdigest()
-        return {
-            "dataset": self.dataset,
-            "split": "train",
-            "samples": len(self.splits["train"]),
-            "pixels_sha256": self._train_sha256,
-            "views": f"pad{PADDING}-crop-flip/{NUM_VIEWS}",
-            "input_shape": list(self.input_shape),
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
+    def _dataset_name(self) -> str:
+        return self.dataset
 
 
 def _resolve_classes(classes: list[str | int] | None, names: list[str]) -> list[int]:
@@ -281,15 +174,6 @@ def _resolve_classes(classes: list[str | int] | None, names: list[str]) -> list[
     if len(set(ids)) != len(ids):
         raise ValueError(f"classes names the same class twice: {classes}")
     return ids
-
-
-def _check_views_per_sample(views_per_sample: int | None, augment: bool) -> None:
-    if views_per_sample is None:
-        return
-    if not augment:
-        raise ValueError("views_per_sample needs augment=True (without augmentation there is one view)")
-    if not 1 <= views_per_sample <= NUM_VIEWS:
-        raise ValueError(f"views_per_sample must be in [1, {NUM_VIEWS}], got {views_per_sample}")
 
 
 def _check_arguments(
