@@ -308,6 +308,11 @@ def test_the_summary_names_the_epoch_of_the_best_checkpoint(tmp_path, capsys):
     assert cli.trainer.checkpoint_callback.best_epoch == best_epoch
     assert f"at epoch {best_epoch}:" in capsys.readouterr().out
     assert torch.load(root / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == best_epoch
+    # The files carry it too, so a resumed run's summary names the right epoch.
+    for name in ("best", "last"):
+        states = torch.load(root / "checkpoints" / f"{name}.ckpt", weights_only=True)["callbacks"]
+        recorded = [s["best_epoch"] for key, s in states.items() if key.startswith("BestAndLastCheckpoint")]
+        assert recorded == [best_epoch], name
 
 
 def test_a_cifar_fit_shows_the_model_summary_with_the_students_flops(tmp_path, capsys):

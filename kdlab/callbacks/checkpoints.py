@@ -74,11 +74,13 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         # The end-of-epoch save at this same step must still happen (it records a finished epoch).
         self._last_global_step_saved = saved_at
 
+    def _update_best_and_save(self, current: Any, trainer: Trainer, monitor_candidates: dict) -> None:
+        # A new best: recorded before the files are written, so best.ckpt and last.ckpt carry it.
+        self.best_epoch = trainer.current_epoch
+        super()._update_best_and_save(current, trainer, monitor_candidates)
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        best = self.best_model_score
         super().on_train_epoch_end(trainer, pl_module)
-        if self.best_model_score is not None and (best is None or self.best_model_score is not best):
-            self.best_epoch = trainer.current_epoch  # best.ckpt keeps its name: its score tells a new one
         # Lightning writes last.ckpt at epoch end only when the epoch also produced a new best;
         # a resumable run needs it after every epoch.
         if not self._should_skip_saving_checkpoint(trainer):
