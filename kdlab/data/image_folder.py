@@ -21,7 +21,7 @@ from kdlab.data.augment import ChannelStats
 from kdlab.data.decoded_images import channel_stats, decode_files, decoded_bytes
 from kdlab.data.image_folder_layout import FolderLayout, check_class_folders, find_layout, folder_classes
 from kdlab.data.imagenet_classes import resolve_classes
-from kdlab.data.imagenet_files import list_split
+from kdlab.data.imagenet_files import list_split, skipped_files_report
 from kdlab.data.in_memory import InMemoryViews, TensorBatches
 from kdlab.data.subsets import hold_out, select_per_class
 
@@ -221,16 +221,10 @@ class ImageFolderDataModule(InMemoryViews):
         return TensorBatches(images, labels[kept]), [files[k] for k in kept.tolist()]
 
     def _report_skipped(self) -> None:
-        if not self.skipped_files:
-            return
-        shown = [f"  {path}: {reason}" for path, reason in sorted(self.skipped_files.items())[:20]]
-        more = len(self.skipped_files) - len(shown)
-        rank_zero_warn(
-            f"ImageFolderDataModule: left out {len(self.skipped_files)} image file(s) that failed to "
-            "decode:\n"
-            + "\n".join(shown)
-            + (f"\n  ... and {more} more (all listed in datamodule.skipped_files)" if more else "")
-        )
+        what = "image file(s) that failed to decode"
+        report = skipped_files_report("ImageFolderDataModule", self.skipped_files, what)
+        if report:
+            rank_zero_warn(report)
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -14,7 +14,15 @@ from torch.utils.data import DataLoader, Dataset
 from kdlab.data.augment import ChannelStats, normalize
 from kdlab.data.image_transforms import RandomResizedCropFlip, ResizeCenterCrop
 from kdlab.data.imagenet_classes import resolve_classes
-from kdlab.data.imagenet_files import decode, describe, find_damaged, layout_message, list_split, read_bytes
+from kdlab.data.imagenet_files import (
+    decode,
+    describe,
+    find_damaged,
+    layout_message,
+    list_split,
+    read_bytes,
+    skipped_files_report,
+)
 from kdlab.data.sampling import SplitLoaders, batch_loader
 from kdlab.data.subsets import hold_out, select_per_class
 
@@ -165,15 +173,9 @@ class ImageNetDataModule(SplitLoaders):
         return rows[keep]
 
     def _report_skipped(self) -> None:
-        if not self.skipped_files:
-            return
-        shown = [f"  {path}: {reason}" for path, reason in sorted(self.skipped_files.items())[:20]]
-        more = len(self.skipped_files) - len(shown)
-        rank_zero_warn(
-            f"ImageNetDataModule: left out {len(self.skipped_files)} damaged image file(s):\n"
-            + "\n".join(shown)
-            + (f"\n  ... and {more} more (all listed in datamodule.skipped_files)" if more else "")
-        )
+        report = skipped_files_report("ImageNetDataModule", self.skipped_files, "damaged image file(s)")
+        if report:
+            rank_zero_warn(report)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:

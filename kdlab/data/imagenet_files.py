@@ -119,3 +119,22 @@ def find_damaged(paths: list[str], threads: int = 16) -> dict[str, str]:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         reasons = pool.map(damage, paths, chunksize=256)
         return {path: reason for path, reason in zip(paths, reasons, strict=True) if reason is not None}
+
+
+def skipped_files_report(owner: str, skipped: dict[str, str], what: str) -> str | None:
+    """A warning listing the files a DataModule left out (the first 20, and how many more), or None.
+
+    Args:
+        owner: The DataModule's name, which starts the message.
+        skipped: ``{path: reason}`` of the files left out.
+        what: What they are, e.g. ``"damaged image file(s)"``.
+    """
+    if not skipped:
+        return None
+    shown = [f"  {path}: {reason}" for path, reason in sorted(skipped.items())[:20]]
+    more = len(skipped) - len(shown)
+    return (
+        f"{owner}: left out {len(skipped)} {what}:\n"
+        + "\n".join(shown)
+        + (f"\n  ... and {more} more (all listed in datamodule.skipped_files)" if more else "")
+    )
