@@ -147,32 +147,46 @@ def test_ema_update_is_the_exponential_average_with_warmup():
 
 @pytest.mark.slow
 def test_ema_weights_are_validated_checkpointed_and_exported(tmp_path):
-    cli = fit_with("ema", tmp_path, "--trainer.callbacks.0.init_args.decay=0.9")
+    # A slow average without warm-up stays near the initial weights: far from the trained ones.
+    slow = ["--trainer.callbacks.0.init_args.decay=0.98", "--trainer.callbacks.0.init_args.warmup=false"]
+    cli = fit_with("ema", tmp_path, *slow)
     saved = checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     average = {k.removeprefix("student."): v for k, v in saved[EMA_KEY].items()}
     trained = {
         k.removeprefix("student."): v for k, v in saved["state_dict"].items() if k.startswith("student.")
     }
     assert average.keys() == trained.keys()
-    assert any(not torch.equal(average[k], trained[k]) for k in average)
+
+    def accuracy(weights: dict) -> float:
+        student, data = cli.model.student, cli.datamodule
+        student.load_state_dict(weights)
+        student.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for i, batch in enumerate(data.val_dataloader()):
+                if i == 3:  # digits_args: limit_val_batches=3
+                    break
+                inputs, targets = data.on_after_batch_transfer(batch, 0)[:2]
+                correct += int((student(inputs).argmax(1) == targets).sum())
+                total += len(targets)
+        return correct / total
+
+    averaged = accuracy(average)
+    assert abs(averaged - accuracy(trained)) > 0.02  # the checks below can tell the two apart
     # The last val/acc1 is the averaged student's accuracy on the validation split.
-    student = cli.model.student
-    student.load_state_dict(average)
-    student.eval()
-    correct = total = 0
-    data = cli.datamodule
-    with torch.no_grad():
-        for i, batch in enumerate(data.val_dataloader()):
-            if i == 3:  # digits_args: limit_val_batches=3
-                break
-            inputs, targets = data.on_after_batch_transfer(batch, 0)[:2]
-            correct += int((student(inputs).argmax(1) == targets).sum())
-            total += len(targets)
-    assert metrics(tmp_path / "run", 0)["val/acc1"].iloc[-1] == pytest.approx(correct / total, abs=1e-6)
+    assert metrics(tmp_path / "run", 0)["val/acc1"].iloc[-1] == pytest.approx(averaged, abs=1e-6)
+    # Validating the checkpoint later (kdlab validate --ckpt_path) also evaluates the average.
+    args = ["-c", str(FEATURES / "ema.yaml"), *digits_args(tmp_path), *slow]
+    args.append(f"--trainer.default_root_dir={tmp_path / 'v'}")
+    later = build(args, run=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    result = later.trainer.validate(
+        later.model, datamodule=later.datamodule, ckpt_path=str(ckpt), verbose=False
+    )
+    assert result[0]["val/acc1"] == pytest.approx(averaged, abs=1e-6)
     # export writes the validated (averaged) weights by default, the trained ones when asked.
     for weights, expected in (("auto", average), ("student", trained)):
         out = tmp_path / f"{weights}.safetensors"
-        ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
         assert (
             main(
                 [

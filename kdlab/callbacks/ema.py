@@ -24,8 +24,6 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from kdlab.models._weights import read_object
-
 EMA_KEY = "ema_student"
 EVALUATED_KEY = "ema_student_evaluated"
 
@@ -99,12 +97,11 @@ class StudentEMA(Callback):
     def _swap_in(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.evaluate:
             return
-        average = self.average if self.average is not None else _from_checkpoint(trainer)
-        if average is None:
+        if self.average is None:  # no average yet, nor one in the checkpoint evaluated
             return
         student = _student(pl_module)
         self._trained = _copy(student.state_dict())
-        student.load_state_dict(average)
+        student.load_state_dict(self.average)
 
     def _swap_out(self, pl_module: LightningModule) -> None:
         if self._trained is not None:
@@ -122,6 +119,7 @@ class StudentEMA(Callback):
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
+        # Lightning calls it whenever a stage restores a checkpoint: a resumed fit, validate/test.
         if EMA_KEY in checkpoint:
             self.average = _strip(checkpoint[EMA_KEY])
 
@@ -145,13 +143,3 @@ def _copy(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _strip(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {name.removeprefix("student."): value for name, value in state.items()}
-
-
-def _from_checkpoint(trainer: Trainer) -> dict[str, Tensor] | None:
-    """The average stored in the checkpoint ``kdlab validate/test --ckpt_path`` evaluates."""
-    path = getattr(trainer, "ckpt_path", None)
-    if not path:
-        return None
-    checkpoint = read_object(path)
-    average = checkpoint.get(EMA_KEY) if isinstance(checkpoint, dict) else None
-    return None if average is None else _strip(average)
