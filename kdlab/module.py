@@ -128,10 +128,10 @@ class DistillationModule(LightningModule):
         self.taps = FeatureTaps()  # hooks for the layers distillers read, attached at set-up
         self.guard = FiniteGuard()  # non-finite terms and gradients, checked one step late
         self._step_values: tuple[Tensor, int] | None = None
+        self._step_names: tuple[str, ...] = ()
         self._teacher_accuracy_pending = True
         self._distillers_built = False
         self.epoch_means = EpochMeans()
-        self.step_terms: dict[str, Tensor] = {}
         self.eval_memo = EvalLogitsMemo()
         # Where teacher logits come from; callbacks plug in a fast copy or a cache (use_runner/use_cache).
         self.teacher_inference = TeacherInference(self.teacher)
@@ -148,9 +148,16 @@ class DistillationModule(LightningModule):
         terms = self.loss_terms(student, teacher, batch)
         values = torch.stack(list(terms.values()))
         self._step_values = (values.detach(), batch_idx)  # checked with the gradients after backward
-        self.step_terms = dict(zip(terms, values.detach()))  # for per-step logging (StepLogging)
+        self._step_names = tuple(terms)
         self.epoch_means.update(terms, values.detach(), len(batch.targets))  # logged at epoch end
         return values.sum()
+
+    @property
+    def step_terms(self) -> dict[str, Tensor]:
+        """The last training step's loss terms by name, detached (for per-step logging)."""
+        if self._step_values is None:
+            return {}
+        return dict(zip(self._step_names, self._step_values[0]))
 
     def student_outputs(self, inputs: Tensor) -> Outputs:
         # float32 logits: under mixed precision the loss terms still compute in full precision.

@@ -33,7 +33,7 @@ class StepLogging(Callback):
         interval = self.every_n_steps or trainer.log_every_n_steps
         if step % interval or not trainer.loggers or not trainer.is_global_zero:
             return
-        terms = dict(getattr(pl_module, "step_terms", {}) or {})
+        terms = getattr(pl_module, "step_terms", None) or {}
         if not terms:
             return
         metrics = {f"step/{name}": float(value) for name, value in terms.items()}

@@ -21,10 +21,9 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from kdlab.data.image_transforms import ResizeCenterCrop
-from kdlab.data.imagenet_files import damage, decode, describe, read_bytes
+from kdlab.data.imagenet_files import JPEG_START, damage, decode, describe, read_bytes
 
 _CHUNK = 256  # files per pool task
-_JPEG_START = b"\xff\xd8\xff"
 
 
 def decoded_bytes(count: int, channels: int, size: int) -> int:
@@ -87,7 +86,7 @@ def _decode_chunk(
             data[position] = read_bytes(paths[position])
         except OSError as error:
             damaged[paths[position]] = damage(paths[position]) or describe(error)
-    jpegs = [position for position, content in data.items() if content.startswith(_JPEG_START)]
+    jpegs = [position for position, content in data.items() if content.startswith(JPEG_START)]
     decoded: dict[int, Tensor] = {}
     if jpegs:
         with contextlib.suppress(RuntimeError, ValueError):

@@ -8,12 +8,11 @@ Folders whose name starts with a dot (``.ipynb_checkpoints``, ``.cache``) are ne
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdlab.data.imagenet_files import EXTENSIONS
+from kdlab.data.imagenet_files import EXTENSIONS, did_you_mean
 
 EVAL_SPLITS = ("val", "test")
 
@@ -88,10 +87,8 @@ def check_class_folders(split: Path, names: list[str]) -> None:
     for name in names:
         folder = split / name
         if name not in present:
-            close = difflib.get_close_matches(name, sorted(present), n=3, cutoff=0.5)
-            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
             raise FileNotFoundError(
-                f"class folder {folder} is missing; {hint}{split} holds "
+                f"class folder {folder} is missing; {did_you_mean(name, sorted(present))}{split} holds "
                 f"{_listing(sorted(present), 'folders')}"
             )
         if not any(e.name.lower().endswith(EXTENSIONS) for e in os.scandir(folder) if e.is_file()):

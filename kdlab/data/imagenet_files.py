@@ -21,7 +21,7 @@ warnings.filterwarnings(
 )
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
-_JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
 _PNG_START = b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,10 +59,14 @@ def list_split(split_dir: Path, classes: list[str]) -> tuple[list[str], Tensor]:
 def _present(split_dir: Path, wanted: str) -> str:
     """The class folders that do exist, closest to ``wanted`` first."""
     names = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
-    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.5)
     shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    return f"{hint}{split_dir} holds: {shown or 'no class folders'}"
+    return f"{did_you_mean(wanted, names)}{split_dir} holds: {shown or 'no class folders'}"
+
+
+def did_you_mean(wanted: str, names: list[str]) -> str:
+    """``"did you mean 'a' or 'b'? "`` for the names closest to ``wanted``, or ``""``."""
+    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.5)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
 
 
 def read_bytes(path: str) -> bytearray:
@@ -74,7 +78,7 @@ def read_bytes(path: str) -> bytearray:
 def decode(data: bytearray) -> Tensor:
     """Encoded image bytes to an RGB uint8 image ``(3, H, W)``; JPEGs via libjpeg-turbo."""
     encoded = torch.frombuffer(data, dtype=torch.uint8)
-    if data.startswith(_JPEG_START):
+    if data.startswith(JPEG_START):
         return decode_jpeg(encoded, mode=ImageReadMode.RGB)
     return decode_image(encoded, mode=ImageReadMode.RGB)  # a PNG, possibly misnamed .JPEG
 
@@ -93,7 +97,7 @@ def damage(path: str) -> str | None:
             tail = f.read(2)
     except OSError as error:
         return f"unreadable ({error.strerror})"
-    if head.startswith(_JPEG_START):
+    if head.startswith(JPEG_START):
         return None if tail == _JPEG_END else _decode_problem(path)
     if head.startswith(_PNG_START):
         return None

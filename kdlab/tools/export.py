@@ -43,19 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``kdlab export``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        checkpoint = load_checkpoint(args.ckpt)  # read once: for the export and for what it says
         path = export(
-            args.ckpt, args.format, args.output, args.student, args.input_shape, args.opset, args.weights
+            checkpoint, args.format, args.output, args.student, args.input_shape, args.opset, args.weights
         )
+        which = chosen_weights(checkpoint, args.weights)
     except ExportError as error:
         print(f"kdlab export: error: {error}", file=sys.stderr)
         return 1
-    which = chosen_weights(load_checkpoint(args.ckpt), args.weights)
     print(f"kdlab export: wrote {args.format} student ({which} weights) to {path}")
     return 0
 
 
 def export(
-    ckpt: str | Path,
+    ckpt: str | Path | dict[str, Any],
     format: str,
     output: str | Path,
     student: str | dict | None = None,
@@ -66,7 +67,7 @@ def export(
     """Rebuild the student of ``ckpt`` and write it to ``output`` as ``format``.
 
     Args:
-        ckpt: A kdlab/Lightning checkpoint.
+        ckpt: A kdlab/Lightning checkpoint, or its content as :func:`load_checkpoint` read it.
         format: ``safetensors``, ``torchscript`` or ``onnx``.
         output: The file to write.
         student: Architecture override: a class path, or a YAML/JSON mapping with
@@ -83,7 +84,7 @@ def export(
     if format not in FORMATS:
         raise ExportError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
     _require(format)
-    checkpoint = load_checkpoint(ckpt)
+    checkpoint = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
     config = student_config(checkpoint, student)
     model = build_student(config, checkpoint, chosen_weights(checkpoint, weights))
     output = Path(output)
